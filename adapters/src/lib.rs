@@ -1,0 +1,369 @@
+//! # mev-adapter: the library an agency embeds
+//!
+//! An agency's information system uses [`Adapter`] to send signed requests
+//! for registered services through the exchange, to serve the requests other
+//! agencies send it with an async [`Handler`], and to send status updates.
+//! Everything that arrives is verified (the original sender's signature end
+//! to end, the exchange's signature on receipts), and no message is handed to
+//! a handler twice.
+//!
+//! ```no_run
+//! # async fn demo(config: mev_adapter::AdapterConfig) -> Result<(), mev_adapter::AdapterError> {
+//! use mev_adapter::{Adapter, transport::amqp::{Amqp, AmqpConfig}};
+//! let transport = Amqp::new("mev", AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f"));
+//! let adapter = Adapter::connect(transport, config, None::<mev_adapter::NoHandler>).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`transport`]: the transport trait, RabbitMQ and embedded implementations.
+//! - [`message`]: the plain values an agency sends and receives.
+//! - `inbox`: the loop that verifies and dispatches what arrives.
+//! - `dedup`: which message ids were already handled.
+
+mod dedup;
+pub mod error;
+mod inbox;
+pub mod message;
+pub mod transport;
+
+pub use error::AdapterError;
+pub use message::{
+    AdapterEvent, IncomingReply, IncomingRequest, OutgoingRequest, ReceiptInfo, ReplyBody,
+};
+
+use mev_proto::crypto::{Identity, SignatureVerifier};
+use mev_proto::envelope::{self, Limits};
+use mev_proto::pb::{self, Header, Kind};
+use mev_proto::trust::TrustStore;
+use prost::Message;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use transport::{BoxFuture, Outgoing, Route, Transport};
+
+/// A provider's request handler: returns one of the reply kinds.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one verified request. Called once per message id.
+    fn handle(&self, request: IncomingRequest) -> BoxFuture<'static, ReplyBody>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(IncomingRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ReplyBody> + Send + 'static,
+{
+    fn handle(&self, request: IncomingRequest) -> BoxFuture<'static, ReplyBody> {
+        Box::pin(self(request))
+    }
+}
+
+/// A handler type for adapters that only ask and never serve.
+pub struct NoHandler;
+
+impl Handler for NoHandler {
+    fn handle(&self, _request: IncomingRequest) -> BoxFuture<'static, ReplyBody> {
+        Box::pin(async {
+            ReplyBody::NotHeld {
+                reason: "this system does not provide services".into(),
+                possible_holder: String::new(),
+            }
+        })
+    }
+}
+
+/// How an adapter identifies itself and what it trusts.
+#[derive(Clone)]
+pub struct AdapterConfig {
+    /// The agency's signing identity (key and certificate bound to its id).
+    pub identity: Identity,
+    /// The CAs (and CRLs) that agencies' and the exchange's certificates chain to.
+    pub trust: Arc<TrustStore>,
+    /// The verifier of signatures (ring's, or a set with a national algorithm).
+    pub verifier: Arc<dyn SignatureVerifier>,
+    /// The exchange's id in its certificate; receipts and notices must be signed by it.
+    pub broker_id: String,
+    /// Size limits for what arrives.
+    pub limits: Limits,
+    /// Unacked deliveries at most; also how many requests are handled at once.
+    pub prefetch: u16,
+    /// How long handled message ids are remembered to drop redeliveries.
+    pub dedup_retention: Duration,
+    /// The official named in replies this adapter sends (UZ annex 2 §14 item 7).
+    pub official: pb::Official,
+}
+
+impl AdapterConfig {
+    /// A config with default limits, prefetch 64 and a 7-day dedup window.
+    pub fn new(
+        identity: Identity,
+        trust: Arc<TrustStore>,
+        verifier: Arc<dyn SignatureVerifier>,
+        broker_id: impl Into<String>,
+    ) -> Self {
+        AdapterConfig {
+            identity,
+            trust,
+            verifier,
+            broker_id: broker_id.into(),
+            limits: Limits::default(),
+            prefetch: 64,
+            dedup_retention: Duration::from_secs(7 * 24 * 3600),
+            official: pb::Official {
+                full_name: "Automated information system".into(),
+                position: "system".into(),
+            },
+        }
+    }
+}
+
+type ReplyResult = Result<IncomingReply, AdapterError>;
+
+#[derive(Default)]
+struct Pending {
+    receipts: HashMap<[u8; 32], oneshot::Sender<ReceiptInfo>>,
+    replies: HashMap<String, oneshot::Sender<ReplyResult>>,
+}
+
+pub(crate) struct Shared<T: Transport> {
+    transport: T,
+    config: AdapterConfig,
+    pending: Mutex<Pending>,
+    dedup: dedup::Dedup,
+    events: mpsc::Sender<AdapterEvent>,
+}
+
+impl<T: Transport> Shared<T> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn agency(&self) -> &str {
+        &self.config.identity.agency
+    }
+
+    /// Signs `header` + `payload` and publishes it to the ingress, awaiting the confirm.
+    async fn seal_and_send(&self, header: Header, payload: Vec<u8>) -> Result<[u8; 32], AdapterError> {
+        let id = header.message_id.clone();
+        let env = envelope::seal(
+            header,
+            payload,
+            self.config.identity.signer.as_ref(),
+            &self.config.identity.certificate_chain,
+        )?;
+        let digest = envelope::sha256(&env.header);
+        self.transport
+            .publish(Outgoing {
+                route: Route::Ingress,
+                body: env.encode_to_vec().into(),
+                message_id: id,
+            })
+            .await?;
+        Ok(digest)
+    }
+}
+
+/// A request on its way: yields the exchange's receipt, then the reply.
+pub struct RequestHandle {
+    /// The request's message id.
+    pub message_id: String,
+    /// SHA-256 of the signed header: what the receipt names.
+    pub digest: [u8; 32],
+    receipt: Option<oneshot::Receiver<ReceiptInfo>>,
+    reply: oneshot::Receiver<ReplyResult>,
+}
+
+impl RequestHandle {
+    /// The exchange's signed receipt (positive or negative).
+    pub async fn receipt(&mut self) -> Result<ReceiptInfo, AdapterError> {
+        match self.receipt.take() {
+            Some(rx) => rx.await.map_err(|_| AdapterError::Closed),
+            None => Err(AdapterError::Closed),
+        }
+    }
+
+    /// The reply; an error if the exchange rejected the request.
+    pub async fn reply(self) -> Result<IncomingReply, AdapterError> {
+        self.reply.await.map_err(|_| AdapterError::Closed)?
+    }
+}
+
+/// A connected agency.
+pub struct Adapter<T: Transport> {
+    shared: Arc<Shared<T>>,
+    shutdown: watch::Sender<bool>,
+    inbox_task: Option<tokio::task::JoinHandle<()>>,
+    events: Mutex<Option<mpsc::Receiver<AdapterEvent>>>,
+}
+
+impl<T: Transport> Adapter<T> {
+    /// Connects as `config.identity.agency`: consumes the agency's inbox
+    /// (declared by the exchange) and, with a handler, serves requests.
+    pub async fn connect<H: Handler>(
+        transport: T,
+        config: AdapterConfig,
+        handler: Option<H>,
+    ) -> Result<Self, AdapterError> {
+        let inbox = transport.names().inbox_queue(&config.identity.agency);
+        let consumer = transport.consume(&inbox, config.prefetch).await?;
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            dedup: dedup::Dedup::new(config.dedup_retention),
+            transport,
+            config,
+            pending: Mutex::new(Pending::default()),
+            events: events_tx,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let handler: Option<Arc<dyn Handler>> = handler.map(|h| Arc::new(h) as Arc<dyn Handler>);
+        let inbox_task = tokio::spawn(inbox::run(shared.clone(), consumer, handler, shutdown_rx));
+        Ok(Adapter {
+            shared,
+            shutdown,
+            inbox_task: Some(inbox_task),
+            events: Mutex::new(Some(events_rx)),
+        })
+    }
+
+    /// This agency's id.
+    pub fn agency(&self) -> &str {
+        self.shared.agency()
+    }
+
+    /// Notices, status updates, and receipts and replies nobody waits on.
+    /// Can be taken once.
+    pub fn events(&self) -> Option<mpsc::Receiver<AdapterEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Signs and sends a request; returns once RabbitMQ has confirmed it.
+    pub async fn send_request(&self, req: OutgoingRequest) -> Result<RequestHandle, AdapterError> {
+        let header = Header {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: Kind::Request as i32,
+            sender: self.agency().to_string(),
+            recipient: req.recipient,
+            service: req.service,
+            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
+            official: Some(req.official),
+            applicant: Some(req.applicant),
+            documents: req.documents,
+            payload_schema: req.payload_schema,
+            classification: req.classification as i32,
+            test: req.test,
+            archive: req.archive,
+            application_received_at: req.application_received_at.map(mev_proto::time::to_wire),
+            deadline_policy: req.deadline_policy,
+            ..Default::default()
+        };
+        mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
+        self.send_header(header, req.payload).await
+    }
+
+    /// Sends a raw header and payload as they are (no validation): for tests
+    /// and tools that must produce unusual messages.
+    pub async fn send_header(&self, header: Header, payload: Vec<u8>) -> Result<RequestHandle, AdapterError> {
+        let bytes = self.seal(header, payload)?;
+        self.send_raw(bytes).await
+    }
+
+    /// Publishes already encoded envelope bytes as they are, and waits for
+    /// the receipt by the digest of their header (for tests and tools that
+    /// must produce tampered or unusual messages). Bytes that are not an
+    /// envelope get a handle whose receipt never comes.
+    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<RequestHandle, AdapterError> {
+        let (id, digest) = match mev_proto::Envelope::decode(bytes.as_slice()) {
+            Ok(env) => {
+                let id = Header::decode(env.header.as_slice())
+                    .map(|h| h.message_id)
+                    .unwrap_or_default();
+                (id, envelope::sha256(&env.header))
+            }
+            Err(_) => (String::new(), envelope::sha256(&bytes)),
+        };
+        let (rtx, rrx) = oneshot::channel();
+        let (ptx, prx) = oneshot::channel();
+        {
+            let mut p = self.shared.pending();
+            p.receipts.insert(digest, rtx);
+            p.replies.insert(id.clone(), ptx);
+        }
+        let sent = self
+            .shared
+            .transport
+            .publish(Outgoing {
+                route: Route::Ingress,
+                body: bytes.into(),
+                message_id: id.clone(),
+            })
+            .await;
+        if let Err(e) = sent {
+            let mut p = self.shared.pending();
+            p.receipts.remove(&digest);
+            p.replies.remove(&id);
+            return Err(e.into());
+        }
+        Ok(RequestHandle {
+            message_id: id,
+            digest,
+            receipt: Some(rrx),
+            reply: prx,
+        })
+    }
+
+    /// Signs a header and payload into envelope bytes without sending them.
+    pub fn seal(&self, header: Header, payload: Vec<u8>) -> Result<Vec<u8>, AdapterError> {
+        Ok(envelope::seal(
+            header,
+            payload,
+            self.shared.config.identity.signer.as_ref(),
+            &self.shared.config.identity.certificate_chain,
+        )?
+        .encode_to_vec())
+    }
+
+    /// Sends a status update about an application to another agency (KZ order §5.1, §8).
+    pub async fn send_status(
+        &self,
+        recipient: &str,
+        request_id: &str,
+        official: pb::Official,
+        status: pb::StatusUpdate,
+    ) -> Result<[u8; 32], AdapterError> {
+        let header = Header {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: Kind::Status as i32,
+            in_reply_to: request_id.to_string(),
+            sender: self.agency().to_string(),
+            recipient: recipient.to_string(),
+            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
+            official: Some(official),
+            payload_schema: "mev.v1.StatusUpdate".into(),
+            classification: pb::Classification::PersonalData as i32,
+            ..Default::default()
+        };
+        mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
+        self.shared.seal_and_send(header, status.encode_to_vec()).await
+    }
+
+    /// How many requests await a receipt or a reply.
+    pub fn in_flight(&self) -> usize {
+        self.shared.pending().replies.len()
+    }
+
+    /// Stops consuming, lets handlers in progress finish, and closes.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.inbox_task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl<T: Transport> Drop for Adapter<T> {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

@@ -1,0 +1,430 @@
+//! RabbitMQ through lapin: durable quorum queues, persistent messages,
+//! publisher confirms, manual acks, bounded prefetch.
+//!
+//! The connection is opened lazily and re-opened after it is lost; a consumer
+//! re-subscribes on its own after a reconnection (RabbitMQ redelivers what was
+//! unacked, flagged `redelivered`). Publishes whose confirm was lost fail with
+//! [`TransportError::Connection`]; callers keep them (the outboxes) and publish
+//! again, and receivers drop the duplicates by message id.
+
+use super::{
+    AckHandle, BoxFuture, Consumer, Delivery, Names, Outgoing, QueueDepth, Route, Transport,
+    TransportError,
+};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex};
+
+/// Settings of the AMQP transport.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// `amqp://user:pass@host:port/vhost` (or `amqps://`).
+    pub url: String,
+    /// Connection name shown in the RabbitMQ management UI.
+    pub connection_name: String,
+    /// Declare queues as quorum queues (durable, replicated). Default true.
+    pub quorum: bool,
+    /// Maximum messages per inbox; past it, publishes are nacked
+    /// (`x-overflow = reject-publish`) and stay in the sender's outbox. 0 = unbounded.
+    pub max_inbox_length: u32,
+}
+
+impl AmqpConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        AmqpConfig {
+            url: url.into(),
+            connection_name: "mev".into(),
+            quorum: true,
+            max_inbox_length: 0,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Live {
+    connection: Arc<Connection>,
+    publisher: Channel,
+}
+
+struct Inner {
+    config: AmqpConfig,
+    live: Mutex<Option<Live>>,
+}
+
+/// The RabbitMQ transport. Clones share one connection.
+#[derive(Clone)]
+pub struct Amqp {
+    names: Names,
+    inner: Arc<Inner>,
+}
+
+fn map_err(e: lapin::Error) -> TransportError {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                TransportError::AccessRefused(e.to_string())
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => TransportError::NoSuchQueue(e.to_string()),
+            AMQPErrorKind::Hard(_) => TransportError::Connection(e.to_string()),
+            _ => TransportError::Other(e.to_string()),
+        },
+        lapin::ErrorKind::IOError(_)
+        | lapin::ErrorKind::InvalidConnectionState(_)
+        | lapin::ErrorKind::InvalidChannelState(..)
+        | lapin::ErrorKind::InvalidChannel(_)
+        | lapin::ErrorKind::MissingHeartbeatError => TransportError::Connection(e.to_string()),
+        _ => TransportError::Other(e.to_string()),
+    }
+}
+
+impl Amqp {
+    /// A transport for `config` under `namespace`. Connects lazily; use
+    /// [`Amqp::connect`] to fail fast when RabbitMQ is unreachable.
+    pub fn new(namespace: impl Into<String>, config: AmqpConfig) -> Self {
+        Amqp {
+            names: Names::new(namespace),
+            inner: Arc::new(Inner {
+                config,
+                live: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Opens the connection now.
+    pub async fn connect(&self) -> Result<(), TransportError> {
+        self.live().await.map(|_| ())
+    }
+
+    async fn live(&self) -> Result<Live, TransportError> {
+        let mut guard = self.inner.live.lock().await;
+        if let Some(live) = guard.as_ref() {
+            if live.connection.status().connected() && live.publisher.status().connected() {
+                return Ok(live.clone());
+            }
+        }
+        *guard = None;
+        let props = ConnectionProperties::default().with_connection_name(LongString::from(
+            self.inner.config.connection_name.as_str(),
+        ));
+        let connection = Connection::connect(&self.inner.config.url, props)
+            .await
+            .map_err(|e| TransportError::Connection(e.to_string()))?;
+        let publisher = connection.create_channel().await.map_err(map_err)?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(map_err)?;
+        let live = Live {
+            connection: Arc::new(connection),
+            publisher,
+        };
+        *guard = Some(live.clone());
+        Ok(live)
+    }
+
+    async fn reset(&self) {
+        *self.inner.live.lock().await = None;
+    }
+
+    fn queue_args(&self, inbox: bool) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.inner.config.quorum {
+            args.insert(
+                ShortString::from("x-queue-type"),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+        }
+        if inbox && self.inner.config.max_inbox_length > 0 {
+            args.insert(
+                ShortString::from("x-max-length"),
+                AMQPValue::LongUInt(self.inner.config.max_inbox_length),
+            );
+            args.insert(
+                ShortString::from("x-overflow"),
+                AMQPValue::LongString(LongString::from("reject-publish")),
+            );
+        }
+        args
+    }
+
+    async fn declare(
+        &self,
+        exchange: String,
+        queue: String,
+        key: String,
+        inbox: bool,
+    ) -> Result<(), TransportError> {
+        let live = self.live().await?;
+        let ch = live.connection.create_channel().await.map_err(map_err)?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(map_err)?;
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            self.queue_args(inbox),
+        )
+        .await
+        .map_err(map_err)?;
+        ch.queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(map_err)?;
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// Deletes the queues and exchanges of this namespace for `agencies`
+    /// (test clean-up and decommissioning).
+    pub async fn delete_topology(&self, agencies: &[String]) -> Result<(), TransportError> {
+        let live = self.live().await?;
+        let ch = live.connection.create_channel().await.map_err(map_err)?;
+        let mut queues = vec![self.names.ingress_queue()];
+        queues.extend(agencies.iter().map(|a| self.names.inbox_queue(a)));
+        for q in queues {
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(map_err)?;
+        }
+        for x in [self.names.ingress_exchange(), self.names.deliver_exchange()] {
+            ch.exchange_delete(x.as_str().into(), Default::default())
+                .await
+                .map_err(map_err)?;
+        }
+        let _ = ch.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
+    fn address(&self, route: &Route) -> (String, String) {
+        match route {
+            Route::Ingress => (self.names.ingress_exchange(), String::new()),
+            Route::Inbox(agency) => (self.names.deliver_exchange(), agency.clone()),
+            Route::Queue(name) => (String::new(), name.clone()),
+        }
+    }
+
+    async fn subscribe(&self, queue: &str, prefetch: u16) -> Result<lapin::Consumer, TransportError> {
+        let live = self.live().await?;
+        let ch = live.connection.create_channel().await.map_err(map_err)?;
+        ch.basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(map_err)?;
+        ch.basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(map_err)
+    }
+}
+
+struct AmqpAck(lapin::Acker);
+
+impl AckHandle for AmqpAck {
+    fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            self.0
+                .ack(BasicAckOptions::default())
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+        })
+    }
+    fn requeue(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            self.0
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+        })
+    }
+}
+
+impl Transport for Amqp {
+    fn names(&self) -> &Names {
+        &self.names
+    }
+
+    async fn declare_ingress(&self) -> Result<(), TransportError> {
+        self.declare(
+            self.names.ingress_exchange(),
+            self.names.ingress_queue(),
+            String::new(),
+            false,
+        )
+        .await
+    }
+
+    async fn declare_inbox(&self, agency: &str) -> Result<(), TransportError> {
+        self.declare(
+            self.names.deliver_exchange(),
+            self.names.inbox_queue(agency),
+            agency.to_string(),
+            true,
+        )
+        .await
+    }
+
+    async fn publish_batch(&self, messages: Vec<Outgoing>) -> Vec<Result<(), TransportError>> {
+        let n = messages.len();
+        let live = match self.live().await {
+            Ok(l) => l,
+            Err(e) => return vec![Err(e); n],
+        };
+        let mut pending = Vec::with_capacity(n);
+        let mut broken = false;
+        for m in messages {
+            if broken {
+                pending.push(Err(TransportError::Connection("publish aborted".into())));
+                continue;
+            }
+            let (exchange, key) = self.address(&m.route);
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(ShortString::from(m.message_id.as_str()));
+            let opts = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            match live
+                .publisher
+                .basic_publish(exchange.into(), key.into(), opts, &m.body, props)
+                .await
+            {
+                Ok(confirm) => pending.push(Ok((confirm, m.route))),
+                Err(e) => {
+                    broken = true;
+                    pending.push(Err(map_err(e)));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(n);
+        for p in pending {
+            out.push(match p {
+                Err(e) => Err(e),
+                Ok((confirm, route)) => match confirm.await {
+                    Ok(Confirmation::Ack(None)) => Ok(()),
+                    Ok(Confirmation::Ack(Some(_))) => Err(TransportError::Unroutable(route)),
+                    Ok(Confirmation::Nack(_)) => Err(TransportError::Nacked),
+                    Ok(Confirmation::NotRequested) => {
+                        Err(TransportError::Other("publisher confirms are off".into()))
+                    }
+                    Err(e) => {
+                        broken = true;
+                        Err(map_err(e))
+                    }
+                },
+            });
+        }
+        if broken {
+            self.reset().await;
+        }
+        out
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, TransportError> {
+        // The first subscription fails fast (a missing queue, refused access);
+        // later ones retry until the link is back.
+        let mut stream = self.subscribe(queue, prefetch).await?;
+        let (tx, rx) = mpsc::channel(prefetch.max(1) as usize);
+        let this = self.clone();
+        let queue = queue.to_string();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(d) => {
+                            backoff = Duration::from_millis(100);
+                            let delivery =
+                                Delivery::new(d.data, d.redelivered, Box::new(AmqpAck(d.acker)));
+                            if tx.send(delivery).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%queue, error = %e, "consumer interrupted");
+                            break;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if tx.is_closed() {
+                        return;
+                    }
+                    match this.subscribe(&queue, prefetch).await {
+                        Ok(s) => {
+                            tracing::info!(%queue, "consumer resubscribed");
+                            stream = s;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%queue, error = %e, "resubscribe failed");
+                            if matches!(e, TransportError::Connection(_)) {
+                                this.reset().await;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Consumer::new(rx))
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, TransportError> {
+        let live = self.live().await?;
+        let ch = live.connection.create_channel().await.map_err(map_err)?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(map_err)?;
+        let _ = ch.close(200, "depth".into()).await;
+        Ok(QueueDepth {
+            messages: q.message_count(),
+            consumers: q.consumer_count(),
+        })
+    }
+}

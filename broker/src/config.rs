@@ -1,0 +1,291 @@
+//! The broker's configuration: a TOML file with documented defaults, then
+//! environment overrides (`MEV_*`), validated after loading.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything `mev broker` reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    pub broker: BrokerSection,
+    pub amqp: AmqpSection,
+    pub pki: PkiSection,
+    pub pipeline: PipelineSection,
+    pub limits: LimitsSection,
+}
+
+/// Who the broker is and where its data lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// The exchange's id, bound in its certificate (`urn:mev:agency:<id>`). Env: MEV_BROKER_ID.
+    pub id: String,
+    /// Prefix of every exchange and queue name. Env: MEV_NAMESPACE.
+    pub namespace: String,
+    /// The register directory (register.toml, payloads/). Env: MEV_REGISTER.
+    pub register: PathBuf,
+    /// Where the store lives. Env: MEV_DATA_DIR.
+    pub data_dir: PathBuf,
+}
+
+/// The RabbitMQ connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSection {
+    /// Env: MEV_AMQP_URL (or AMQP_URL).
+    pub url: String,
+    /// Unacked ingress deliveries at most.
+    pub prefetch: u16,
+    /// Declare quorum queues (durable, replicated).
+    pub quorum: bool,
+    /// Messages per inbox at most (reject-publish past it); 0 = unbounded.
+    pub max_inbox_length: u32,
+}
+
+/// The broker's key and certificate, and what it trusts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PkiSection {
+    /// PEM file of trusted CA certificates. Env: MEV_PKI_CA.
+    pub ca: PathBuf,
+    /// The broker's certificate (PEM, chain). Env: MEV_PKI_CERT.
+    pub cert: PathBuf,
+    /// The broker's PKCS#8 private key (PEM). Env: MEV_PKI_KEY.
+    pub key: PathBuf,
+    /// CRL files (PEM), reloaded every `crl_refresh_secs`.
+    pub crls: Vec<PathBuf>,
+    pub crl_refresh_secs: u64,
+}
+
+/// Micro-batching of the pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Deliveries per batch at most (one fsync and one receipt per sender per batch).
+    pub batch_size: usize,
+    /// How long a batch waits to fill, in milliseconds.
+    pub batch_window_ms: u64,
+}
+
+/// Limits on what the broker accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// The largest message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// The most items in any repeated field.
+    pub max_repeated: usize,
+    /// How far `sent_at` may be from the broker's clock, in seconds (0 = unchecked).
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            broker: BrokerSection::default(),
+            amqp: AmqpSection::default(),
+            pki: PkiSection::default(),
+            pipeline: PipelineSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            id: "MEV-EXCHANGE".into(),
+            namespace: "mev".into(),
+            register: "schemas".into(),
+            data_dir: "data".into(),
+        }
+    }
+}
+
+impl Default for AmqpSection {
+    fn default() -> Self {
+        AmqpSection {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefetch: 512,
+            quorum: true,
+            max_inbox_length: 0,
+        }
+    }
+}
+
+impl Default for PkiSection {
+    fn default() -> Self {
+        PkiSection {
+            ca: "pki/ca.crt".into(),
+            cert: "pki/agencies/MEV-EXCHANGE.crt".into(),
+            key: "pki/agencies/MEV-EXCHANGE.key".into(),
+            crls: vec![],
+            crl_refresh_secs: 60,
+        }
+    }
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            batch_size: 256,
+            batch_window_ms: 5,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_repeated: 256,
+            max_clock_skew_secs: 0,
+        }
+    }
+}
+
+/// A config that failed to load or validate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name}: {problem}")]
+    Env { name: &'static str, problem: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl BrokerConfig {
+    /// Loads `path`, applies `MEV_*` environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: BrokerConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The default config as commented TOML (`mev broker --print-default-config`).
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&BrokerConfig::default()).unwrap_or_default();
+        format!(
+            "# mev broker configuration. Every key is optional; shown are the defaults.\n\
+             # Environment overrides: MEV_BROKER_ID, MEV_NAMESPACE, MEV_REGISTER, MEV_DATA_DIR,\n\
+             # MEV_AMQP_URL (or AMQP_URL), MEV_PKI_CA, MEV_PKI_CERT, MEV_PKI_KEY.\n\n{body}"
+        )
+    }
+
+    /// Applies environment overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("MEV_BROKER_ID") {
+            self.broker.id = v;
+        }
+        if let Some(v) = get("MEV_NAMESPACE") {
+            self.broker.namespace = v;
+        }
+        if let Some(v) = get("MEV_REGISTER") {
+            self.broker.register = v.into();
+        }
+        if let Some(v) = get("MEV_DATA_DIR") {
+            self.broker.data_dir = v.into();
+        }
+        if let Some(v) = get("MEV_AMQP_URL").or_else(|| get("AMQP_URL")) {
+            self.amqp.url = v;
+        }
+        if let Some(v) = get("MEV_PKI_CA") {
+            self.pki.ca = v.into();
+        }
+        if let Some(v) = get("MEV_PKI_CERT") {
+            self.pki.cert = v.into();
+        }
+        if let Some(v) = get("MEV_PKI_KEY") {
+            self.pki.key = v.into();
+        }
+        Ok(())
+    }
+
+    /// Checks values that would make the broker misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ns = &self.broker.namespace;
+        if ns.is_empty()
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "broker.namespace {ns:?}: use letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if self.broker.id.trim().is_empty() {
+            return Err(ConfigError::Invalid("broker.id is empty".into()));
+        }
+        if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://")) {
+            return Err(ConfigError::Invalid(format!(
+                "amqp.url {:?}: must start with amqp:// or amqps://",
+                self.amqp.url
+            )));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(ConfigError::Invalid("amqp.prefetch must be at least 1".into()));
+        }
+        if self.pipeline.batch_size == 0 || self.pipeline.batch_size > 10_000 {
+            return Err(ConfigError::Invalid(
+                "pipeline.batch_size must be between 1 and 10000".into(),
+            ));
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_and_validates() {
+        let text = BrokerConfig::default_toml();
+        let c: BrokerConfig = toml::from_str(&text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.broker.namespace, "mev");
+    }
+
+    #[test]
+    fn env_overrides_and_validation() {
+        let mut c = BrokerConfig::default();
+        c.apply_env(|k| (k == "MEV_NAMESPACE").then(|| "bad name".to_string()))
+            .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("namespace"));
+        let mut c = BrokerConfig::default();
+        c.apply_env(|k| (k == "AMQP_URL").then(|| "amqp://x:5672/%2f".to_string()))
+            .unwrap();
+        assert_eq!(c.amqp.url, "amqp://x:5672/%2f");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = toml::from_str::<BrokerConfig>("[broker]\nnamespcae = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("namespcae"));
+    }
+}

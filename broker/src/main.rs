@@ -1,0 +1,75 @@
+//! The `mev` command-line tool: the broker, the demo, the PKI, the register,
+//! and (later) the auditor's and operator's commands.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "mev", version, about = "mev: the interagency electronic exchange")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // Subcommands are added here by each module: Pki, Register, Broker, Demo.
+    /// Run the exchange end to end: a broker and K agencies, N requests, a summary.
+    Demo(mev_broker::demo::DemoArgs),
+    /// Run the broker: consume the ingress, check, route, receipt.
+    Broker(BrokerArgs),
+    /// Development PKI: a CA and agency certificates
+    Pki {
+        #[command(subcommand)]
+        cmd: mev_broker::pki::PkiCommand,
+    },
+    /// The Unified Register of services: check it.
+    Register(mev_broker::register::cli::RegisterArgs),
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// The config file (TOML); see --print-default-config.
+    #[arg(long, required_unless_present = "print_default_config")]
+    config: Option<std::path::PathBuf>,
+    /// Print the default config, with comments, and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn broker(args: BrokerArgs) -> anyhow::Result<ExitCode> {
+    use mev_broker::config::BrokerConfig;
+    if args.print_default_config {
+        print!("{}", BrokerConfig::default_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = args.config.unwrap_or_default();
+    let config = BrokerConfig::load(&path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(mev_broker::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Register(args) => mev_broker::register::cli::run(args),
+        Command::Pki { cmd } => mev_broker::pki::run(cmd),
+        Command::Demo(args) => mev_broker::demo::run(args),
+        Command::Broker(args) => broker(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mev: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Stage 4: the register allows it — the service exists and is active, the
+//! recipient provides it, the sender may ask for it (UZ annex 2 §21), the
+//! payload matches its schema — and it carries no classified material
+//! (UZ annex 2 §19). Replies and status updates are authorized against the
+//! open request when recorded.
+
+use super::decode::Refused;
+use super::Context;
+use mev_proto::envelope::Opened;
+use mev_proto::pb::{Classification, Kind};
+use mev_proto::{ErrorCode, Rejection};
+
+pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
+    let refuse = |r: Rejection| Box::new(Refused::of(opened, r));
+    let h = &opened.header;
+    // UZ annex 2 §19, KZ order §2: no state secrets or other protected secrets.
+    match Classification::try_from(h.classification) {
+        Ok(Classification::Secret) | Ok(Classification::TopSecret) => {
+            return Err(refuse(Rejection::new(
+                ErrorCode::ClassifiedMaterial,
+                "header.classification: classified material may not be sent through the exchange (UZ annex 2 §19)",
+            )))
+        }
+        _ => {}
+    }
+    for (field, id) in [("header.sender", &h.sender), ("header.recipient", &h.recipient)] {
+        if ctx.register.agency(id).is_none() {
+            return Err(refuse(Rejection::new(
+                ErrorCode::UnknownAgency,
+                format!("{field}: {id:?} is not a registered agency"),
+            )));
+        }
+    }
+    if opened.kind() == Kind::Request {
+        ctx.register
+            .authorize_request(h, &opened.envelope.payload)
+            .map_err(refuse)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Stage 5: in one write transaction for the whole batch — drop duplicates by
+//! message id, correlate replies and status updates with their open request,
+//! open and close requests, keep the envelopes, and record every event.
+
+use super::decode::Refused;
+use super::Context;
+use crate::store::{Event, EventKind, OpenRequest, StoreError, Txn};
+use mev_proto::envelope::Opened;
+use mev_proto::pb::Kind;
+use mev_proto::{ErrorCode, Rejection};
+
+/// What to do with one message after recording.
+pub enum Verdict {
+    /// Accepted: forward the envelope to `to` and confirm to the sender.
+    Forward {
+        opened: Box<Opened>,
+        raw: Vec<u8>,
+        to: String,
+        /// A copy of a message accepted before whose forward was not confirmed.
+        again: bool,
+    },
+    /// A copy of a message already accepted and forwarded.
+    Duplicate { opened: Box<Opened> },
+    /// Refused; a negative receipt goes to the sender if it is a registered agency.
+    Reject(Box<Refused>),
+    /// Bytes that cannot be attributed to any registered sender.
+    Garbage(Box<Refused>),
+}
+
+fn event(kind: EventKind, now_ms: i64, opened: &Opened) -> Event {
+    let h = &opened.header;
+    Event {
+        at_ms: now_ms,
+        kind,
+        message_id: h.message_id.clone(),
+        sender: h.sender.clone(),
+        recipient: h.recipient.clone(),
+        service: h.service.clone(),
+        in_reply_to: h.in_reply_to.clone(),
+        code: 0,
+        reason: String::new(),
+    }
+}
+
+fn refused_event(kind: EventKind, now_ms: i64, r: &Refused) -> Event {
+    Event {
+        at_ms: now_ms,
+        kind,
+        message_id: r.message_id.clone(),
+        sender: r.sender.clone().unwrap_or_default(),
+        recipient: r.recipient.clone(),
+        service: r.service.clone(),
+        in_reply_to: r.in_reply_to.clone(),
+        code: r.rejection.code.as_code(),
+        reason: r.rejection.reason.clone(),
+    }
+}
+
+/// Records one checked message and decides its verdict.
+pub fn apply(
+    ctx: &Context,
+    t: &mut Txn<'_>,
+    now_ms: i64,
+    item: Result<(Opened, Vec<u8>), Box<Refused>>,
+) -> Result<Verdict, StoreError> {
+    let (opened, raw) = match item {
+        Ok(x) => x,
+        Err(refused) => return reject(ctx, t, now_ms, refused),
+    };
+    let id = opened.header.message_id.clone();
+    if let Some(seen) = t.seen(&id)? {
+        if seen.digest != opened.digest {
+            let r = Refused::of(
+                &opened,
+                Rejection::new(
+                    ErrorCode::DuplicateConflict,
+                    format!("header.message_id: {id} was already accepted with different contents"),
+                ),
+            );
+            return reject(ctx, t, now_ms, Box::new(r));
+        }
+        t.record(&event(EventKind::Duplicate, now_ms, &opened))?;
+        if seen.forwarded {
+            return Ok(Verdict::Duplicate {
+                opened: Box::new(opened),
+            });
+        }
+        let to = forward_target(t, &opened)?;
+        return Ok(Verdict::Forward {
+            opened: Box::new(opened),
+            raw,
+            to,
+            again: true,
+        });
+    }
+    let h = &opened.header;
+    let to = match opened.kind() {
+        Kind::Request => {
+            t.insert_open_request(
+                &id,
+                &OpenRequest {
+                    sender: h.sender.clone(),
+                    recipient: h.recipient.clone(),
+                    service: h.service.clone(),
+                    accepted_at_ms: now_ms,
+                },
+            )?;
+            t.record(&event(EventKind::Received, now_ms, &opened))?;
+            h.recipient.clone()
+        }
+        Kind::Reply => {
+            if let Err(r) = check_reply(ctx, t, &opened)? {
+                return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
+            }
+            t.close_request(&h.in_reply_to)?;
+            t.record(&event(EventKind::ReplyReceived, now_ms, &opened))?;
+            let mut closed = event(EventKind::RequestClosed, now_ms, &opened);
+            closed.message_id = h.in_reply_to.clone();
+            t.record(&closed)?;
+            h.recipient.clone()
+        }
+        Kind::Status => {
+            if let Err(r) = check_status(t, &opened)? {
+                return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
+            }
+            t.record(&event(EventKind::Received, now_ms, &opened))?;
+            h.recipient.clone()
+        }
+        other => {
+            let r = Rejection::new(ErrorCode::KindNotAllowed, format!("{other:?} is not routed"));
+            return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
+        }
+    };
+    t.accept(&id, &opened.digest, &raw)?;
+    Ok(Verdict::Forward {
+        opened: Box::new(opened),
+        raw,
+        to,
+        again: false,
+    })
+}
+
+fn forward_target(_t: &Txn<'_>, opened: &Opened) -> Result<String, StoreError> {
+    Ok(opened.header.recipient.clone())
+}
+
+fn reject(ctx: &Context, t: &mut Txn<'_>, now_ms: i64, refused: Box<Refused>) -> Result<Verdict, StoreError> {
+    let attributable = refused
+        .sender
+        .as_deref()
+        .is_some_and(|s| ctx.register.agency(s).is_some())
+        && refused.digest.is_some();
+    if attributable {
+        t.record(&refused_event(EventKind::Rejected, now_ms, &refused))?;
+        Ok(Verdict::Reject(refused))
+    } else {
+        t.record(&refused_event(EventKind::Garbage, now_ms, &refused))?;
+        Ok(Verdict::Garbage(refused))
+    }
+}
+
+/// A reply answers an open request, comes from its recipient, goes back to
+/// its sender, and (with documents) matches the service's reply schema.
+fn check_reply(ctx: &Context, t: &Txn<'_>, opened: &Opened) -> Result<Result<(), Rejection>, StoreError> {
+    let h = &opened.header;
+    let Some(req) = t.open_request(&h.in_reply_to)? else {
+        let why = if t.seen(&h.in_reply_to)?.is_some() {
+            "has already been answered"
+        } else {
+            "is not a request the exchange knows"
+        };
+        return Ok(Err(Rejection::new(
+            ErrorCode::UnknownRequest,
+            format!("header.in_reply_to: {} {why}", h.in_reply_to),
+        )));
+    };
+    if req.recipient != h.sender {
+        return Ok(Err(Rejection::new(
+            ErrorCode::ReplyFromWrongAgency,
+            format!(
+                "header.sender: request {} was sent to {}, not to {}",
+                h.in_reply_to, req.recipient, h.sender
+            ),
+        )));
+    }
+    if req.sender != h.recipient {
+        return Ok(Err(Rejection::new(
+            ErrorCode::WrongRecipient,
+            format!("header.recipient: the reply goes to the requester {}", req.sender),
+        )));
+    }
+    if req.service != h.service {
+        return Ok(Err(Rejection::new(
+            ErrorCode::InvalidField,
+            format!("header.service: the request was for {}", req.service),
+        )));
+    }
+    let Some(service) = ctx.register.service(&req.service) else {
+        return Ok(Err(Rejection::new(
+            ErrorCode::UnknownService,
+            format!("header.service: {} is no longer in the register", req.service),
+        )));
+    };
+    Ok(ctx.register.check_reply(service, h, &opened.envelope.payload))
+}
+
+/// A status update is about an open request and goes between its two parties.
+fn check_status(t: &Txn<'_>, opened: &Opened) -> Result<Result<(), Rejection>, StoreError> {
+    let h = &opened.header;
+    let Some(req) = t.open_request(&h.in_reply_to)? else {
+        return Ok(Err(Rejection::new(
+            ErrorCode::UnknownRequest,
+            format!("header.in_reply_to: {} is not an open request", h.in_reply_to),
+        )));
+    };
+    let parties = [&req.sender, &req.recipient];
+    if !parties.contains(&&h.sender) || !parties.contains(&&h.recipient) {
+        return Ok(Err(Rejection::new(
+            ErrorCode::ReplyFromWrongAgency,
+            format!("header.sender: only {} and {} may exchange status on this request", req.sender, req.recipient),
+        )));
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,154 @@
+//! The development PKI: a CA, agency certificates and a CRL, on disk (the
+//! `mev pki` command) or in memory ([`DevPki`], for the demo and tests).
+//!
+//! Not a production CA: real deployments use the national certification
+//! authorities (KZ order §11, UZ annex 2 §13). What it makes has the shape
+//! [`mev_proto::trust`] expects: an agency certificate carries the SAN URI
+//! `urn:mev:agency:<ID>`, keyUsage digitalSignature and CN = the agency id.
+//!
+//! On disk, in `--dir`: `ca.crt`, `ca.key` (0600), `crl.pem` (the CA-signed
+//! CRL), `revoked.txt` (the revoked serials, one per line, so revocations
+//! accumulate), and `agencies/<ID>.crt`, `agencies/<ID>.key` (0600). Private
+//! keys are created with mode 0600, never chmod-ed afterwards, and every file
+//! is written to a temporary name and renamed into place.
+
+mod certs;
+mod dev;
+mod disk;
+
+pub use certs::{serial_of, CertSpec};
+pub use dev::DevPki;
+pub use disk::{init, issue, revoke, IssuedFiles, PkiPaths};
+
+use mev_proto::crypto::IdentityError;
+use mev_proto::trust::TrustError;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The key algorithm of an agency certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyAlg {
+    /// Ed25519.
+    Ed25519,
+    /// ECDSA on P-256 with SHA-256.
+    P256,
+}
+
+impl KeyAlg {
+    pub(crate) fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyAlg::Ed25519 => &rcgen::PKCS_ED25519,
+            KeyAlg::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        }
+    }
+}
+
+/// Why a PKI operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `init` found a CA and was not told to replace it.
+    #[error("a CA already exists in {}; pass --force to replace it", .0.display())]
+    CaExists(PathBuf),
+    /// A file holds something other than what it should.
+    #[error("{}: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The agency id cannot go into a certificate or a file name.
+    #[error("invalid agency id {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")]
+    BadAgencyId(String),
+    /// The requested validity is out of range.
+    #[error("validity of {0} days: use 1 to 3650")]
+    BadValidity(u32),
+    /// rcgen could not make a key, certificate or CRL.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A generated key could not be loaded as a signer.
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// A generated certificate or CRL was refused by the trust store.
+    #[error("trust store: {0}")]
+    Trust(#[from] TrustError),
+}
+
+/// `mev pki` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PkiCommand {
+    /// Create a development CA (ca.crt, ca.key, an empty crl.pem).
+    Init {
+        /// The PKI directory.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// Replace an existing CA (every certificate it issued becomes untrusted).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue an agency certificate and key (agencies/<ID>.crt, agencies/<ID>.key).
+    Issue {
+        /// The PKI directory.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// The agency id, as in the register (e.g. UZ-GNK).
+        #[arg(long)]
+        agency: String,
+        /// The key algorithm.
+        #[arg(long, value_enum, default_value_t = KeyAlg::Ed25519)]
+        alg: KeyAlg,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Revoke an agency's current certificate (adds it to crl.pem).
+    Revoke {
+        /// The PKI directory.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// The agency id.
+        #[arg(long)]
+        agency: String,
+    },
+}
+
+/// Runs a `mev pki` subcommand, printing what it wrote.
+pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PkiCommand::Init { dir, force } => {
+            for path in init(&dir, force)? {
+                println!("wrote {}", path.display());
+            }
+        }
+        PkiCommand::Issue {
+            dir,
+            agency,
+            alg,
+            days,
+        } => {
+            let files = issue(&dir, &agency, alg, days)?;
+            println!("wrote {}", files.cert.display());
+            println!("wrote {}", files.key.display());
+            println!(
+                "issued {agency} ({alg:?}, {days} days), serial {}",
+                files.serial
+            );
+        }
+        PkiCommand::Revoke { dir, agency } => {
+            let (serial, count) = revoke(&dir, &agency)?;
+            println!("wrote {}", PkiPaths::new(&dir).crl().display());
+            println!("revoked {agency}, serial {serial}; the CRL lists {count} serial(s)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

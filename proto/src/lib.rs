@@ -1,0 +1,34 @@
+//! # mev-proto: the wire of the interagency exchange
+//!
+//! The one crate that owns what crosses RabbitMQ; the broker and the adapter
+//! library both depend on it and neither redefines a message. Pure: no I/O,
+//! no async runtime.
+//!
+//! ## Layout
+//! - [`pb`]: the protobuf types generated from `proto/mev/v1/envelope.proto`.
+//! - [`error`]: stable numeric error codes ([`ErrorCode`]) and [`Rejection`].
+//! - [`validate`]: the mandatory contents of requests (UZ annex 2 §14) and replies.
+//! - [`envelope`]: sealing (sign the header bytes) and opening (decode, check
+//!   the payload digest, verify the signature over the bytes as transmitted).
+//! - [`crypto`]: the [`crypto::Signer`] and [`crypto::SignatureVerifier`] traits and
+//!   their ring implementations; a national algorithm plugs in here.
+//! - [`trust`]: certificate path validation against trusted CAs and CRLs, and
+//!   the binding of a certificate to an agency id.
+//! - [`time`]: conversions between wire timestamps and chrono.
+
+pub mod crypto;
+pub mod envelope;
+pub mod error;
+pub mod time;
+pub mod trust;
+pub mod validate;
+
+/// Types generated from the `.proto` files by prost.
+#[allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/mev.v1.rs"));
+}
+
+pub use envelope::{Opened, SealError};
+pub use error::{ErrorCode, Rejection};
+pub use pb::{Envelope, Header, Kind};
