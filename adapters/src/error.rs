@@ -32,7 +32,9 @@ impl AdapterError {
     pub fn can_be_recovered(&self) -> bool {
         match self {
             AdapterError::Transport(e) => e.can_be_recovered(),
-            AdapterError::Rejected(r) => r.code == ErrorCode::Internal || r.code == ErrorCode::RateLimited,
+            AdapterError::Rejected(r) => {
+                r.code == ErrorCode::Internal || r.code == ErrorCode::RateLimited
+            }
             AdapterError::Timeout(_) => true,
             _ => false,
         }

@@ -38,10 +38,16 @@ pub(crate) async fn run<T: Transport>(
         });
     }
     // Let handlers in progress finish before returning.
-    let _ = slots.acquire_many(shared.config.prefetch.max(1) as u32).await;
+    let _ = slots
+        .acquire_many(shared.config.prefetch.max(1) as u32)
+        .await;
 }
 
-async fn dispatch<T: Transport>(shared: &Shared<T>, delivery: Delivery, handler: Option<&dyn Handler>) {
+async fn dispatch<T: Transport>(
+    shared: &Shared<T>,
+    delivery: Delivery,
+    handler: Option<&dyn Handler>,
+) {
     let opened = match envelope::open(&delivery.body, &shared.config.limits) {
         Ok(o) => o,
         Err(r) => {
@@ -54,15 +60,31 @@ async fn dispatch<T: Transport>(shared: &Shared<T>, delivery: Delivery, handler:
     let now = chrono::Utc::now();
     let outcome = match opened.kind() {
         Kind::Receipt => {
-            match opened.verify_as(&shared.config.broker_id, &shared.config.trust, shared.config.verifier.as_ref(), now) {
+            match opened.verify_as(
+                &shared.config.broker_id,
+                &shared.config.trust,
+                shared.config.verifier.as_ref(),
+                now,
+            ) {
                 Ok(_) => on_receipt(shared, &opened),
                 Err(r) => Err(r),
             }
         }
-        Kind::Notice => match opened.verify_as(&shared.config.broker_id, &shared.config.trust, shared.config.verifier.as_ref(), now) {
+        Kind::Notice => match opened.verify_as(
+            &shared.config.broker_id,
+            &shared.config.trust,
+            shared.config.verifier.as_ref(),
+            now,
+        ) {
             Ok(_) => {
                 if let Ok(notice) = pb::Notice::decode(opened.envelope.payload.as_slice()) {
-                    emit(shared, AdapterEvent::Notice { header: opened.header.clone(), notice });
+                    emit(
+                        shared,
+                        AdapterEvent::Notice {
+                            header: opened.header.clone(),
+                            notice,
+                        },
+                    );
                 }
                 Ok(())
             }
@@ -80,8 +102,15 @@ async fn dispatch<T: Transport>(shared: &Shared<T>, delivery: Delivery, handler:
             Ok(()) => {
                 if shared.dedup.claim(&opened.header.message_id) == Seen::New {
                     shared.dedup.done(&opened.header.message_id);
-                    if let Ok(status) = pb::StatusUpdate::decode(opened.envelope.payload.as_slice()) {
-                        emit(shared, AdapterEvent::Status { header: opened.header.clone(), status });
+                    if let Ok(status) = pb::StatusUpdate::decode(opened.envelope.payload.as_slice())
+                    {
+                        emit(
+                            shared,
+                            AdapterEvent::Status {
+                                header: opened.header.clone(),
+                                status,
+                            },
+                        );
                     }
                 }
                 Ok(())
@@ -95,7 +124,10 @@ async fn dispatch<T: Transport>(shared: &Shared<T>, delivery: Delivery, handler:
             }
             Err(r) => Err(r),
         },
-        Kind::Unspecified => Err(Rejection::new(mev_proto::ErrorCode::MalformedHeader, "unknown kind")),
+        Kind::Unspecified => Err(Rejection::new(
+            mev_proto::ErrorCode::MalformedHeader,
+            "unknown kind",
+        )),
     };
     if let Err(r) = outcome {
         tracing::error!(agency = shared.agency(), id = %opened.header.message_id, rejection = %r, "message in inbox failed verification, dropped");
@@ -105,7 +137,10 @@ async fn dispatch<T: Transport>(shared: &Shared<T>, delivery: Delivery, handler:
 
 fn emit<T: Transport>(shared: &Shared<T>, event: AdapterEvent) {
     if shared.events.try_send(event).is_err() {
-        tracing::warn!(agency = shared.agency(), "events channel full or closed; event dropped");
+        tracing::warn!(
+            agency = shared.agency(),
+            "events channel full or closed; event dropped"
+        );
     }
 }
 
@@ -118,13 +153,20 @@ fn verify_sender<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<()
         ));
     }
     opened
-        .verify(&shared.config.trust, shared.config.verifier.as_ref(), chrono::Utc::now())
+        .verify(
+            &shared.config.trust,
+            shared.config.verifier.as_ref(),
+            chrono::Utc::now(),
+        )
         .map(|_| ())
 }
 
 fn on_receipt<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<(), Rejection> {
     let receipt = pb::Receipt::decode(opened.envelope.payload.as_slice()).map_err(|e| {
-        Rejection::new(mev_proto::ErrorCode::Malformed, format!("receipt payload: {e}"))
+        Rejection::new(
+            mev_proto::ErrorCode::Malformed,
+            format!("receipt payload: {e}"),
+        )
     })?;
     let accepted_at = receipt
         .accepted_at
@@ -146,7 +188,11 @@ fn on_receipt<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<(), R
         let (waiter, reply_waiter) = {
             let mut p = shared.pending();
             let w = p.receipts.remove(&digest);
-            let r = if info.accepted { None } else { p.replies.remove(&entry.message_id) };
+            let r = if info.accepted {
+                None
+            } else {
+                p.replies.remove(&entry.message_id)
+            };
             (w, r)
         };
         if let (Some(rw), Some(rejection)) = (reply_waiter, info.rejection()) {
@@ -245,4 +291,3 @@ async fn on_request<T: Transport>(
         }
     }
 }
-

@@ -145,7 +145,11 @@ impl<T: Transport> Shared<T> {
     }
 
     /// Signs `header` + `payload` and publishes it to the ingress, awaiting the confirm.
-    async fn seal_and_send(&self, header: Header, payload: Vec<u8>) -> Result<[u8; 32], AdapterError> {
+    async fn seal_and_send(
+        &self,
+        header: Header,
+        payload: Vec<u8>,
+    ) -> Result<[u8; 32], AdapterError> {
         let id = header.message_id.clone();
         let env = envelope::seal(
             header,
@@ -264,7 +268,11 @@ impl<T: Transport> Adapter<T> {
 
     /// Sends a raw header and payload as they are (no validation): for tests
     /// and tools that must produce unusual messages.
-    pub async fn send_header(&self, header: Header, payload: Vec<u8>) -> Result<RequestHandle, AdapterError> {
+    pub async fn send_header(
+        &self,
+        header: Header,
+        payload: Vec<u8>,
+    ) -> Result<RequestHandle, AdapterError> {
         let bytes = self.seal(header, payload)?;
         self.send_raw(bytes).await
     }
@@ -345,7 +353,9 @@ impl<T: Transport> Adapter<T> {
             ..Default::default()
         };
         mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
-        self.shared.seal_and_send(header, status.encode_to_vec()).await
+        self.shared
+            .seal_and_send(header, status.encode_to_vec())
+            .await
     }
 
     /// How many requests await a receipt or a reply.

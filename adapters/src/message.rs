@@ -200,7 +200,10 @@ pub enum AdapterEvent {
     /// A notice from the exchange (deadline at risk, breached, ...).
     Notice { header: Header, notice: pb::Notice },
     /// A status update about an application (KZ order §5.1, §8).
-    Status { header: Header, status: pb::StatusUpdate },
+    Status {
+        header: Header,
+        status: pb::StatusUpdate,
+    },
     /// A receipt for a message no caller waits on (our replies, status updates).
     Receipt(ReceiptInfo),
     /// A reply to a request this process no longer waits on (sent before a restart).

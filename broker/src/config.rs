@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Everything `mev broker` reads at start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     pub broker: BrokerSection,
@@ -78,18 +78,6 @@ pub struct LimitsSection {
     pub max_repeated: usize,
     /// How far `sent_at` may be from the broker's clock, in seconds (0 = unchecked).
     pub max_clock_skew_secs: u64,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        BrokerConfig {
-            broker: BrokerSection::default(),
-            amqp: AmqpSection::default(),
-            pki: PkiSection::default(),
-            pipeline: PipelineSection::default(),
-            limits: LimitsSection::default(),
-        }
-    }
 }
 
 impl Default for BrokerSection {
@@ -243,7 +231,9 @@ impl BrokerConfig {
             )));
         }
         if self.amqp.prefetch == 0 {
-            return Err(ConfigError::Invalid("amqp.prefetch must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "amqp.prefetch must be at least 1".into(),
+            ));
         }
         if self.pipeline.batch_size == 0 || self.pipeline.batch_size > 10_000 {
             return Err(ConfigError::Invalid(

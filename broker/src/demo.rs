@@ -15,7 +15,9 @@ use mev_adapter::message::{Applicant, Attachment, Classification, Official, Requ
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::transport::embedded::Embedded;
 use mev_adapter::transport::{Outgoing, Route, Transport};
-use mev_adapter::{Adapter, AdapterConfig, AdapterError, IncomingRequest, OutgoingRequest, ReplyBody};
+use mev_adapter::{
+    Adapter, AdapterConfig, AdapterError, IncomingRequest, OutgoingRequest, ReplyBody,
+};
 use mev_proto::crypto::RingVerifier;
 use mev_proto::envelope::Limits;
 use mev_proto::pb::{Header, Kind};
@@ -109,7 +111,9 @@ fn choose(register: &Register, k: usize) -> (BTreeSet<String>, Vec<(String, Serv
 
 /// The provider's handler: the reply kind follows the applicant's number, so
 /// every kind occurs.
-fn handler(register: Arc<Register>) -> impl Fn(IncomingRequest) -> std::future::Ready<ReplyBody> + Send + Sync + 'static {
+fn handler(
+    register: Arc<Register>,
+) -> impl Fn(IncomingRequest) -> std::future::Ready<ReplyBody> + Send + Sync + 'static {
     move |req: IncomingRequest| {
         let h = &req.header;
         let n: u64 = h
@@ -131,7 +135,9 @@ fn handler(register: Arc<Register>) -> impl Fn(IncomingRequest) -> std::future::
             }
             1 => ReplyBody::Refusal {
                 partial: false,
-                legal_act: "Law of the Republic of Uzbekistan No. ZRU-445 \"On personal data\", art. 15".into(),
+                legal_act:
+                    "Law of the Republic of Uzbekistan No. ZRU-445 \"On personal data\", art. 15"
+                        .into(),
                 reason: "the applicant's consent to disclosure is not on file".into(),
                 refused_codes: vec![],
             },
@@ -175,7 +181,9 @@ fn request_for(register: &Register, service: &Service, i: usize) -> OutgoingRequ
             })
             .collect(),
         payload_schema: service.request_schema.clone(),
-        payload: register.sample_payload(&service.request_schema).unwrap_or_default(),
+        payload: register
+            .sample_payload(&service.request_schema)
+            .unwrap_or_default(),
         classification: Classification::PersonalData,
         application_received_at: Some(chrono::Utc::now()),
         ..Default::default()
@@ -193,14 +201,23 @@ struct Tally {
     bad_ok: u64,
 }
 
-async fn run_over<T: Transport>(args: DemoArgs, transport: T, over: &str) -> anyhow::Result<ExitCode> {
-    let register = Arc::new(
-        Register::load(&args.register)
-            .with_context(|| format!("loading the register from {} (run from the repository root or pass --register)", args.register.display()))?,
-    );
+async fn run_over<T: Transport>(
+    args: DemoArgs,
+    transport: T,
+    over: &str,
+) -> anyhow::Result<ExitCode> {
+    let register = Arc::new(Register::load(&args.register).with_context(|| {
+        format!(
+            "loading the register from {} (run from the repository root or pass --register)",
+            args.register.display()
+        )
+    })?);
     let (agencies, pairs) = choose(&register, args.agencies.max(2));
     if pairs.is_empty() {
-        anyhow::bail!("no registered service is provided and consumed among the first {} agencies", args.agencies);
+        anyhow::bail!(
+            "no registered service is provided and consumed among the first {} agencies",
+            args.agencies
+        );
     }
     let pki = DevPki::new().context("creating the development CA")?;
     let trust = Arc::new(pki.trust_store().context("trust store")?);
@@ -213,7 +230,9 @@ async fn run_over<T: Transport>(args: DemoArgs, transport: T, over: &str) -> any
         register: register.clone(),
         trust: trust.clone(),
         verifier: verifier.clone(),
-        identity: pki.issue(BROKER_ID, KeyAlg::Ed25519).context("broker certificate")?,
+        identity: pki
+            .issue(BROKER_ID, KeyAlg::Ed25519)
+            .context("broker certificate")?,
         store: Arc::new(store),
         limits: Limits::default(),
         max_clock_skew: None,
@@ -285,36 +304,40 @@ async fn run_over<T: Transport>(args: DemoArgs, transport: T, over: &str) -> any
 
     send_bad_messages(&register, &pairs, &adapters, &transport, &pki, &tally, &ctx).await?;
 
-    let t = tally.lock().unwrap_or_else(|p| p.into_inner());
-    let snap = ctx.counters.snapshot();
-    let rejected: u64 = t.rejected.values().sum();
-    println!("  sent      {}", t.sent);
-    println!("  accepted  {}", t.accepted);
-    println!("  rejected  {rejected}");
-    for (code, n) in &t.rejected {
-        let name = ErrorCode::from_code(*code).map_or("unknown", |c| c.name());
-        println!("    {code} {name:<28} {n}");
-    }
-    let replied: u64 = t.replied.values().sum();
-    println!("  replied   {replied}");
-    for (kind, n) in &t.replied {
-        println!("    {kind:<33} {n}");
-    }
-    println!("  garbage   {} (not attributable to a sender: recorded and dropped)", snap.garbage);
-    println!(
-        "  bad messages refused as expected: {}/{}",
-        t.bad_ok, t.bad_expected
-    );
-    println!("  lost      {}", t.lost);
-    println!(
-        "  elapsed   {:.2} s ({:.0} requests/s, receipts signed per sender per batch: {} receipts for {} batches)",
-        elapsed.as_secs_f64(),
-        args.requests as f64 / elapsed.as_secs_f64().max(1e-9),
-        snap.receipts,
-        snap.batches
-    );
-    let lost = t.lost + (t.bad_expected - t.bad_ok);
-    drop(t);
+    let lost = {
+        let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = ctx.counters.snapshot();
+        let rejected: u64 = t.rejected.values().sum();
+        println!("  sent      {}", t.sent);
+        println!("  accepted  {}", t.accepted);
+        println!("  rejected  {rejected}");
+        for (code, n) in &t.rejected {
+            let name = ErrorCode::from_code(*code).map_or("unknown", |c| c.name());
+            println!("    {code} {name:<28} {n}");
+        }
+        let replied: u64 = t.replied.values().sum();
+        println!("  replied   {replied}");
+        for (kind, n) in &t.replied {
+            println!("    {kind:<33} {n}");
+        }
+        println!(
+            "  garbage   {} (not attributable to a sender: recorded and dropped)",
+            snap.garbage
+        );
+        println!(
+            "  bad messages refused as expected: {}/{}",
+            t.bad_ok, t.bad_expected
+        );
+        println!("  lost      {}", t.lost);
+        println!(
+            "  elapsed   {:.2} s ({:.0} requests/s, receipts signed per sender per batch: {} receipts for {} batches)",
+            elapsed.as_secs_f64(),
+            args.requests as f64 / elapsed.as_secs_f64().max(1e-9),
+            snap.receipts,
+            snap.batches
+        );
+        t.lost + (t.bad_expected - t.bad_ok)
+    };
 
     for (_, a) in adapters {
         if let Ok(a) = Arc::try_unwrap(a) {
@@ -322,7 +345,11 @@ async fn run_over<T: Transport>(args: DemoArgs, transport: T, over: &str) -> any
         }
     }
     broker.stop().await;
-    Ok(if lost == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if lost == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A few deliberately bad messages, each of which must come back refused
@@ -355,7 +382,9 @@ async fn send_bad_messages<T: Transport>(
             ..Default::default()
         }
     };
-    let payload = register.sample_payload(&service.request_schema).unwrap_or_default();
+    let payload = register
+        .sample_payload(&service.request_schema)
+        .unwrap_or_default();
     let mut cases: Vec<(ErrorCode, Vec<u8>)> = Vec::new();
     // Each case: what is wrong, and the code the receipt must carry.
 
@@ -367,31 +396,47 @@ async fn send_bad_messages<T: Transport>(
             *b ^= 0x01;
         }
     }
-    cases.push((ErrorCode::BadSignature, prost::Message::encode_to_vec(&tampered)));
+    cases.push((
+        ErrorCode::BadSignature,
+        prost::Message::encode_to_vec(&tampered),
+    ));
     let mut h = good(1);
     h.service = "XX-99999".into();
     cases.push((ErrorCode::UnknownService, adapter.seal(h, payload.clone())?));
     let mut h = good(2);
     h.classification = mev_proto::pb::Classification::Secret as i32;
-    cases.push((ErrorCode::ClassifiedMaterial, adapter.seal(h, payload.clone())?));
+    cases.push((
+        ErrorCode::ClassifiedMaterial,
+        adapter.seal(h, payload.clone())?,
+    ));
     let mut h = good(3);
     h.documents.clear();
     cases.push((ErrorCode::MissingField, adapter.seal(h, payload.clone())?));
     // Signed by a certificate from a CA nobody trusts.
     let foreign = DevPki::new()?;
     let stranger = foreign.issue(consumer, KeyAlg::Ed25519)?;
-    let env2 = mev_proto::envelope::seal(good(4), payload.clone(), stranger.signer.as_ref(), &stranger.certificate_chain)?;
-    cases.push((ErrorCode::UntrustedCertificate, prost::Message::encode_to_vec(&env2)));
+    let env2 = mev_proto::envelope::seal(
+        good(4),
+        payload.clone(),
+        stranger.signer.as_ref(),
+        &stranger.certificate_chain,
+    )?;
+    cases.push((
+        ErrorCode::UntrustedCertificate,
+        prost::Message::encode_to_vec(&env2),
+    ));
     // A reply to a request nobody sent.
     let mut h = good(5);
     h.kind = Kind::Reply as i32;
     h.in_reply_to = uuid::Uuid::new_v4().to_string();
     std::mem::swap(&mut h.sender, &mut h.recipient);
     h.reply = Some(mev_proto::pb::ReplyOutcome {
-        outcome: Some(mev_proto::pb::reply_outcome::Outcome::NotHeld(mev_proto::pb::NotHeld {
-            reason: "x".into(),
-            possible_holder: String::new(),
-        })),
+        outcome: Some(mev_proto::pb::reply_outcome::Outcome::NotHeld(
+            mev_proto::pb::NotHeld {
+                reason: "x".into(),
+                possible_holder: String::new(),
+            },
+        )),
     });
     let provider = &adapters[&service.provider];
     cases.push((ErrorCode::UnknownRequest, provider.seal(h, Vec::new())?));
@@ -400,7 +445,11 @@ async fn send_bad_messages<T: Transport>(
     let before_garbage = ctx.counters.snapshot().garbage;
     let expected = cases.len() as u64 + 1;
     for (code, bytes) in cases {
-        let sender = if code == ErrorCode::UnknownRequest { provider } else { adapter };
+        let sender = if code == ErrorCode::UnknownRequest {
+            provider
+        } else {
+            adapter
+        };
         let mut handle = sender.send_raw(bytes).await?;
         let receipt = tokio::time::timeout(Duration::from_secs(30), handle.receipt()).await;
         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
@@ -428,7 +477,9 @@ async fn send_bad_messages<T: Transport>(
     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
     t.sent += 1;
     t.bad_expected = expected;
-    *t.rejected.entry(ErrorCode::Malformed.as_code()).or_default() += 1;
+    *t.rejected
+        .entry(ErrorCode::Malformed.as_code())
+        .or_default() += 1;
     if ctx.counters.snapshot().garbage > before_garbage {
         t.bad_ok += 1;
     }

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mev", version, about = "mev: the interagency electronic exchange")]
+#[command(
+    name = "mev",
+    version,
+    about = "mev: the interagency electronic exchange"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +49,9 @@ fn broker(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     }
     let path = args.config.unwrap_or_default();
     let config = BrokerConfig::load(&path)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(mev_broker::server::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,11 @@ impl Counters {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
-            rejected: self.rejected.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            rejected: self
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             garbage: self.garbage.load(Ordering::Relaxed),
             receipts: self.receipts.load(Ordering::Relaxed),

@@ -48,7 +48,7 @@ impl KeyAlg {
 #[non_exhaustive]
 pub enum PkiError {
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -59,6 +59,41 @@ pub enum PkiError {
     /// `init` found a CA and was not told to replace it.
     #[error("a CA already exists in {}; pass --force to replace it", .0.display())]
     CaExists(PathBuf),
+    /// There is no CA in the directory.
+    #[error("no CA in {}: {} is missing; run `mev pki init` first", dir.display(), key.display())]
+    NoCa {
+        /// The PKI directory.
+        dir: PathBuf,
+        /// The missing CA key file.
+        key: PathBuf,
+    },
+    /// A key or certificate file does not load.
+    #[error("{} does not load", path.display())]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A PEM file does not parse.
+    #[error("{} is not PEM", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: pem::PemError,
+    },
+    /// A certificate file does not parse.
+    #[error("{} is not a certificate", path.display())]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: x509_parser::error::X509Error,
+    },
     /// A file holds something other than what it should.
     #[error("{}: {reason}", path.display())]
     Malformed {
@@ -74,13 +109,13 @@ pub enum PkiError {
     #[error("validity of {0} days: use 1 to 3650")]
     BadValidity(u32),
     /// rcgen could not make a key, certificate or CRL.
-    #[error("certificate generation: {0}")]
+    #[error("certificate generation failed")]
     Rcgen(#[from] rcgen::Error),
     /// A generated key could not be loaded as a signer.
-    #[error("identity: {0}")]
+    #[error("a generated key does not load as an identity")]
     Identity(#[from] IdentityError),
     /// A generated certificate or CRL was refused by the trust store.
-    #[error("trust store: {0}")]
+    #[error("the trust store refused a generated certificate")]
     Trust(#[from] TrustError),
 }
 

@@ -148,7 +148,10 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
             max_inbox_length: config.amqp.max_inbox_length,
         },
     );
-    transport.connect().await.context("connecting to RabbitMQ")?;
+    transport
+        .connect()
+        .await
+        .context("connecting to RabbitMQ")?;
     let batching = Batching {
         batch_size: config.pipeline.batch_size,
         batch_window: Duration::from_millis(config.pipeline.batch_window_ms),

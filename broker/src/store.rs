@@ -3,7 +3,9 @@
 //! messages, open requests, and an append-only event log. One write
 //! transaction covers a whole micro-batch, so one fsync covers many messages.
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -115,13 +117,19 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction and commits it durably (one fsync).
-    pub fn write<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         self.write_with(Durability::Immediate, f)
     }
 
     /// Like [`Store::write`], but not made durable until the next durable
     /// commit: for records whose loss in a crash is harmless.
-    pub fn write_lazy<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn write_lazy<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         self.write_with(Durability::None, f)
     }
 
@@ -228,7 +236,12 @@ impl Txn<'_> {
     }
 
     /// Records an accepted message and keeps its envelope.
-    pub fn accept(&mut self, id: &str, digest: &[u8; 32], envelope: &[u8]) -> Result<(), StoreError> {
+    pub fn accept(
+        &mut self,
+        id: &str,
+        digest: &[u8; 32],
+        envelope: &[u8],
+    ) -> Result<(), StoreError> {
         let mut v = [0u8; 33];
         v[..32].copy_from_slice(digest);
         self.messages.insert(id, v.as_slice())?;
@@ -310,7 +323,9 @@ mod tests {
                 })
                 .unwrap();
             store.mark_forwarded(&["m".into()]).unwrap();
-            store.write(|t| t.record(&event(EventKind::Forwarded)).map(|_| ())).unwrap();
+            store
+                .write(|t| t.record(&event(EventKind::Forwarded)).map(|_| ()))
+                .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let seen = store.write(|t| t.seen("m")).unwrap().unwrap();

@@ -137,7 +137,10 @@ impl Opened {
         at: DateTime<Utc>,
     ) -> Result<VerifiedCert, Rejection> {
         let sig = self.envelope.signature.as_ref().ok_or_else(|| {
-            Rejection::new(ErrorCode::MissingField, "signature: missing (UZ annex 2 §14 item 7)")
+            Rejection::new(
+                ErrorCode::MissingField,
+                "signature: missing (UZ annex 2 §14 item 7)",
+            )
         })?;
         if sig.certificate_chain.is_empty() {
             return Err(Rejection::new(

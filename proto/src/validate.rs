@@ -42,10 +42,14 @@ pub(crate) fn check_repeated_limits(
     if header.documents.len() > limits.max_repeated {
         return Err(too_many("header.documents", header.documents.len()));
     }
-    if let Some(Outcome::InsufficientData(d)) = header.reply.as_ref().and_then(|r| r.outcome.as_ref())
+    if let Some(Outcome::InsufficientData(d)) =
+        header.reply.as_ref().and_then(|r| r.outcome.as_ref())
     {
         if d.missing.len() > limits.max_repeated {
-            return Err(too_many("header.reply.insufficient_data.missing", d.missing.len()));
+            return Err(too_many(
+                "header.reply.insufficient_data.missing",
+                d.missing.len(),
+            ));
         }
     }
     if let Some(sig) = signature {
@@ -67,7 +71,10 @@ pub(crate) fn check_repeated_limits(
 pub fn validate(header: &Header) -> Result<(), Rejection> {
     check_uuid("header.message_id", &header.message_id)?;
     if blank(&header.sender) {
-        return Err(missing("header.sender", "the sending agency is required (UZ annex 2 §14 item 1)"));
+        return Err(missing(
+            "header.sender",
+            "the sending agency is required (UZ annex 2 §14 item 1)",
+        ));
     }
     if blank(&header.recipient) {
         return Err(missing(
@@ -76,7 +83,10 @@ pub fn validate(header: &Header) -> Result<(), Rejection> {
         ));
     }
     if header.sender == header.recipient {
-        return Err(invalid("header.recipient", "an agency may not send to itself"));
+        return Err(invalid(
+            "header.recipient",
+            "an agency may not send to itself",
+        ));
     }
     match header.sent_at.as_ref() {
         None => {
@@ -105,7 +115,10 @@ pub fn validate(header: &Header) -> Result<(), Rejection> {
         Ok(Kind::Status) => validate_status(header),
         Ok(Kind::Receipt) | Ok(Kind::Notice) => Ok(()),
         Ok(Kind::Unspecified) => Err(missing("header.kind", "the message kind is required")),
-        Err(_) => Err(invalid("header.kind", format_args!("unknown kind {}", header.kind))),
+        Err(_) => Err(invalid(
+            "header.kind",
+            format_args!("unknown kind {}", header.kind),
+        )),
     }
 }
 
@@ -173,14 +186,23 @@ fn validate_request(header: &Header) -> Result<(), Rejection> {
         ));
     }
     if !header.in_reply_to.is_empty() {
-        return Err(invalid("header.in_reply_to", "a request does not answer another message"));
+        return Err(invalid(
+            "header.in_reply_to",
+            "a request does not answer another message",
+        ));
     }
     if header.reply.is_some() {
-        return Err(invalid("header.reply", "a request carries no reply outcome"));
+        return Err(invalid(
+            "header.reply",
+            "a request carries no reply outcome",
+        ));
     }
     if let Some(t) = header.application_received_at.as_ref() {
         if crate::time::from_wire(t).is_none() {
-            return Err(invalid("header.application_received_at", "not a valid time"));
+            return Err(invalid(
+                "header.application_received_at",
+                "not a valid time",
+            ));
         }
     }
     Ok(())
@@ -420,7 +442,10 @@ mod tests {
                 }),
                 "header.reply.refusal.refused_codes",
             ),
-            (O::NotHeld(NotHeld::default()), "header.reply.not_held.reason"),
+            (
+                O::NotHeld(NotHeld::default()),
+                "header.reply.not_held.reason",
+            ),
             (
                 O::InsufficientData(InsufficientData { missing: vec![] }),
                 "header.reply.insufficient_data.missing",

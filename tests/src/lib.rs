@@ -1,1 +1,572 @@
-//! Test harness for mev's integration tests.
+//! Test harness for mev's integration tests against the real RabbitMQ.
+//!
+//! [`Exchange::start`] brings up one isolated exchange: a fresh namespace
+//! (`mevtest-<uuid>`) on the RabbitMQ at `AMQP_URL`, an in-memory development
+//! CA, a broker with an in-memory store, and one adapter per chosen agency
+//! whose handler answers with the reply kind a [`Replier`] picks. Every wait
+//! is bounded by [`WAIT`]. [`Exchange::cleanup`] stops everything and deletes
+//! the namespace's queues and exchanges; if a test panics first, `Drop` still
+//! deletes them.
+
+use mev_adapter::message::{Applicant, Attachment, Classification, Official, RequestedDocument};
+use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
+use mev_adapter::transport::{Outgoing, Route, Transport};
+use mev_adapter::{
+    Adapter, AdapterConfig, AdapterEvent, IncomingReply, IncomingRequest, OutgoingRequest,
+    ReceiptInfo, ReplyBody, RequestHandle,
+};
+use mev_broker::metrics::{Counters, Snapshot};
+use mev_broker::pipeline::{Batching, Context};
+use mev_broker::pki::{DevPki, KeyAlg};
+use mev_broker::register::{Register, Service};
+use mev_broker::server::{Broker, BrokerHandle};
+use mev_broker::store::Store;
+use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
+use mev_proto::envelope::Limits;
+use mev_proto::pb::{self, Header, Kind};
+use mev_proto::trust::TrustStore;
+use mev_proto::ErrorCode;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The longest any single wait may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The exchange's id in its certificate.
+pub const BROKER_ID: &str = "MEV-EXCHANGE";
+
+/// The RabbitMQ to test against: `AMQP_URL`, or the local default.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The shipped register (`<workspace>/schemas`).
+pub fn register_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas"))
+}
+
+/// Loads the shipped register.
+pub fn load_register() -> Register {
+    Register::load(&register_dir()).expect("the shipped register loads")
+}
+
+/// Awaits `f`, panicking with `what` if it takes longer than [`WAIT`].
+pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(WAIT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// Waits for a handle's receipt.
+pub async fn receipt(handle: &mut RequestHandle) -> ReceiptInfo {
+    within("the receipt", handle.receipt())
+        .await
+        .expect("the receipt channel is open")
+}
+
+/// Waits for a handle's reply.
+pub async fn reply(handle: RequestHandle) -> IncomingReply {
+    within("the reply", handle.reply())
+        .await
+        .expect("a reply, not an error")
+}
+
+/// Picks the reply a provider sends to a request.
+pub type Replier = Arc<dyn Fn(&Register, &IncomingRequest) -> ReplyBody + Send + Sync>;
+
+/// The reply kinds, by [`ReplyBody::kind_name`].
+pub const REPLY_KINDS: [&str; 4] = ["documents", "refusal", "not_held", "insufficient_data"];
+
+/// A valid reply body of `kind` (a [`REPLY_KINDS`] name) to `req`.
+pub fn reply_of_kind(kind: &str, register: &Register, req: &IncomingRequest) -> ReplyBody {
+    match kind {
+        "refusal" => ReplyBody::Refusal {
+            partial: false,
+            legal_act: "Law of the Republic of Uzbekistan No. ZRU-445 \"On personal data\", art. 15"
+                .into(),
+            reason: "the applicant's consent to disclosure is not on file".into(),
+            refused_codes: vec![],
+        },
+        "not_held" => ReplyBody::NotHeld {
+            reason: "no record for this applicant in our database".into(),
+            possible_holder: "UZ-ARXIV".into(),
+        },
+        "insufficient_data" => ReplyBody::InsufficientData {
+            missing: vec!["applicant.birth_date".into()],
+        },
+        _ => {
+            let schema = register
+                .service(&req.header.service)
+                .map(|s| s.reply_schema.clone())
+                .unwrap_or_default();
+            ReplyBody::Documents {
+                provided: req.header.documents.clone(),
+                payload: register.sample_payload(&schema).unwrap_or_default(),
+                payload_schema: schema,
+            }
+        }
+    }
+}
+
+/// The default replier: the kind named at the end of the applicant's full
+/// name (see [`Exchange::request`]), documents otherwise.
+pub fn reply_by_applicant_name() -> Replier {
+    Arc::new(|register: &Register, req: &IncomingRequest| {
+        let name = req
+            .header
+            .applicant
+            .as_ref()
+            .map(|a| a.full_name.as_str())
+            .unwrap_or("");
+        let kind = REPLY_KINDS
+            .iter()
+            .find(|k| name.ends_with(*k))
+            .copied()
+            .unwrap_or("documents");
+        reply_of_kind(kind, register, req)
+    })
+}
+
+/// Who plays which part, chosen from the register's data.
+#[derive(Debug, Clone)]
+pub struct Cast {
+    /// An active service.
+    pub service: Service,
+    /// An allowed consumer of `service`.
+    pub consumer: String,
+    /// The provider of `service`.
+    pub provider: String,
+    /// A registered agency that neither provides nor may consume `service`.
+    pub outsider: String,
+    /// Another active service `consumer` may ask for, whose provider is none
+    /// of the above (it gets no adapter: its inbox just fills up).
+    pub idle_service: Service,
+    /// An abolished service.
+    pub abolished: Service,
+}
+
+impl Cast {
+    /// Chooses the parts from `register`.
+    pub fn choose(register: &Register) -> Cast {
+        let service = register
+            .services()
+            .find(|s| s.is_active() && !s.consumers.is_empty())
+            .expect("an active service with consumers")
+            .clone();
+        let consumer = service.consumers[0].agency.clone();
+        let provider = service.provider.clone();
+        let outsider = register
+            .agencies()
+            .map(|a| a.id.clone())
+            .find(|a| *a != provider && service.consumer(a).is_none())
+            .expect("an agency outside the service");
+        let idle_service = register
+            .services()
+            .find(|s| {
+                s.is_active()
+                    && s.number != service.number
+                    && s.consumer(&consumer).is_some()
+                    && ![&consumer, &provider, &outsider].contains(&&s.provider)
+            })
+            .expect("a second service the consumer may ask for")
+            .clone();
+        let abolished = register
+            .services()
+            .find(|s| !s.is_active())
+            .expect("an abolished service in the register")
+            .clone();
+        Cast {
+            service,
+            consumer,
+            provider,
+            outsider,
+            idle_service,
+            abolished,
+        }
+    }
+
+    /// The agencies that get an adapter.
+    pub fn attached(&self) -> [&str; 3] {
+        [&self.consumer, &self.provider, &self.outsider]
+    }
+}
+
+struct Agency {
+    adapter: Adapter<Amqp>,
+    handled: Arc<Mutex<Vec<String>>>,
+    events: tokio::sync::Mutex<mpsc::Receiver<AdapterEvent>>,
+}
+
+/// One isolated exchange over the real RabbitMQ.
+pub struct Exchange {
+    /// This exchange's RabbitMQ namespace.
+    pub namespace: String,
+    /// The transport (shared by the broker and every adapter).
+    pub transport: Amqp,
+    /// The shipped register.
+    pub register: Arc<Register>,
+    /// The development CA every honest certificate comes from.
+    pub pki: DevPki,
+    /// The trust store of the broker (and the adapters): CRLs set here take effect at once.
+    pub trust: Arc<TrustStore>,
+    /// The signature verifier.
+    pub verifier: Arc<dyn SignatureVerifier>,
+    broker: Option<BrokerHandle>,
+    counters: Arc<Counters>,
+    agencies: BTreeMap<String, Agency>,
+    all_agency_ids: Vec<String>,
+    cleaned: bool,
+    seq: AtomicU64,
+}
+
+impl Exchange {
+    /// An exchange with adapters for `agencies`, answering by [`reply_by_applicant_name`].
+    pub async fn start(agencies: &[&str]) -> Exchange {
+        Exchange::start_with(agencies, reply_by_applicant_name()).await
+    }
+
+    /// An exchange with adapters for `agencies`, answering with `replier`.
+    pub async fn start_with(agencies: &[&str], replier: Replier) -> Exchange {
+        let register = Arc::new(load_register());
+        let namespace = format!("mevtest-{}", uuid::Uuid::new_v4().simple());
+        let transport = Amqp::new(namespace.clone(), AmqpConfig::new(amqp_url()));
+        within("connecting to RabbitMQ", transport.connect())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {}: {e}", amqp_url()));
+        let pki = DevPki::new().expect("development CA");
+        let trust = Arc::new(pki.trust_store().expect("trust store"));
+        let verifier: Arc<dyn SignatureVerifier> = Arc::new(RingVerifier::new());
+        let counters = Arc::new(Counters::default());
+        let all_agency_ids: Vec<String> = register.agencies().map(|a| a.id.clone()).collect();
+        // From here on, Drop cleans up whatever was declared.
+        let mut ex = Exchange {
+            namespace,
+            transport: transport.clone(),
+            register: register.clone(),
+            trust: trust.clone(),
+            verifier: verifier.clone(),
+            broker: None,
+            counters: counters.clone(),
+            agencies: BTreeMap::new(),
+            all_agency_ids,
+            cleaned: false,
+            seq: AtomicU64::new(0),
+            pki,
+        };
+        let ctx = Arc::new(Context {
+            register: register.clone(),
+            trust: trust.clone(),
+            verifier: verifier.clone(),
+            identity: ex.pki.issue(BROKER_ID, KeyAlg::Ed25519).expect("broker certificate"),
+            store: Arc::new(Store::in_memory().expect("in-memory store")),
+            limits: Limits::default(),
+            max_clock_skew: None,
+            counters,
+        });
+        let batching = Batching {
+            batch_size: 64,
+            batch_window: Duration::from_millis(5),
+        };
+        let broker = within(
+            "the broker to start",
+            Broker::new(ctx, transport.clone(), batching, 128).start(),
+        )
+        .await
+        .expect("broker starts");
+        ex.broker = Some(broker);
+        for id in agencies {
+            let identity = ex.pki.issue(id, KeyAlg::Ed25519).expect("agency certificate");
+            let config = AdapterConfig::new(identity, trust.clone(), verifier.clone(), BROKER_ID);
+            let handled = Arc::new(Mutex::new(Vec::new()));
+            let handler = {
+                let handled = handled.clone();
+                let register = register.clone();
+                let replier = replier.clone();
+                move |req: IncomingRequest| {
+                    lock(&handled).push(req.header.message_id.clone());
+                    std::future::ready(replier(&register, &req))
+                }
+            };
+            let adapter = within(
+                "an adapter to connect",
+                Adapter::connect(transport.clone(), config, Some(handler)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("connecting {id}: {e}"));
+            let events = adapter.events().expect("events not taken yet");
+            ex.agencies.insert(
+                id.to_string(),
+                Agency {
+                    adapter,
+                    handled,
+                    events: tokio::sync::Mutex::new(events),
+                },
+            );
+        }
+        ex
+    }
+
+    /// The adapter of `agency`.
+    pub fn adapter(&self, agency: &str) -> &Adapter<Amqp> {
+        &self
+            .agencies
+            .get(agency)
+            .unwrap_or_else(|| panic!("{agency} has no adapter in this exchange"))
+            .adapter
+    }
+
+    /// The message ids of the requests `agency`'s handler was called with.
+    pub fn handled(&self, agency: &str) -> Vec<String> {
+        self.agencies
+            .get(agency)
+            .map(|a| lock(&a.handled).clone())
+            .unwrap_or_default()
+    }
+
+    /// How many requests `agency`'s handler was called with.
+    pub fn handled_count(&self, agency: &str) -> usize {
+        self.handled(agency).len()
+    }
+
+    /// The broker's counters now.
+    pub fn counters(&self) -> Snapshot {
+        self.counters.snapshot()
+    }
+
+    /// Messages waiting in `agency`'s inbox (meaningful for agencies
+    /// without an adapter, whose inbox nobody consumes).
+    pub async fn inbox_depth(&self, agency: &str) -> u32 {
+        let queue = self.transport.names().inbox_queue(agency);
+        within("the queue depth", self.transport.queue_depth(&queue))
+            .await
+            .expect("queue depth")
+            .messages
+    }
+
+    /// Publishes raw bytes straight to the ingress, as nobody.
+    pub async fn publish_raw(&self, bytes: Vec<u8>) {
+        within(
+            "a raw publish",
+            self.transport.publish(Outgoing {
+                route: Route::Ingress,
+                body: bytes.into(),
+                message_id: String::new(),
+            }),
+        )
+        .await
+        .expect("raw publish confirmed");
+    }
+
+    /// The next receipt that arrives on `agency`'s events (receipts nobody
+    /// waits on: e.g. for the replies its handler sends).
+    pub async fn next_receipt_event(&self, agency: &str) -> ReceiptInfo {
+        let a = self.agencies.get(agency).expect("an attached agency");
+        let mut events = a.events.lock().await;
+        within("a receipt event", async {
+            loop {
+                match events.recv().await {
+                    Some(AdapterEvent::Receipt(r)) => return r,
+                    Some(_) => continue,
+                    None => panic!("{agency}'s events closed"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// A valid request from `consumer` for `service`; the applicant's name
+    /// ends with `kind`, which the default replier answers with.
+    pub fn request(&self, service: &Service, kind: &str) -> OutgoingRequest {
+        let i = self.seq.fetch_add(1, Ordering::Relaxed);
+        OutgoingRequest {
+            recipient: service.provider.clone(),
+            service: service.number.clone(),
+            official: official(),
+            applicant: Applicant {
+                id_number: format!("{:014}", 31_203_850_000_000u64 + i),
+                id_kind: "PINFL".into(),
+                full_name: format!("Applicant {i} {kind}"),
+                birth_date: "1985-03-12".into(),
+                application: Some(Attachment {
+                    name: "application.pdf".into(),
+                    media_type: "application/pdf".into(),
+                    content: format!("%PDF-1.7 application no. {i}").into_bytes(),
+                }),
+            },
+            documents: service
+                .documents
+                .iter()
+                .map(|d| RequestedDocument {
+                    code: d.code.clone(),
+                    title: d.title.clone(),
+                })
+                .collect(),
+            payload_schema: service.request_schema.clone(),
+            payload: self.request_payload(service),
+            classification: Classification::PersonalData,
+            application_received_at: Some(chrono::Utc::now()),
+            ..Default::default()
+        }
+    }
+
+    /// A valid sample payload of `service`'s request schema.
+    pub fn request_payload(&self, service: &Service) -> Vec<u8> {
+        self.register
+            .sample_payload(&service.request_schema)
+            .expect("a sample of the request schema")
+    }
+
+    /// The header `sender` would sign for a valid request for `service`
+    /// (to be spoiled by a test, then sealed or sent with `send_header`).
+    pub fn request_header(&self, sender: &str, service: &Service) -> Header {
+        let req = self.request(service, "documents");
+        Header {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: Kind::Request as i32,
+            sender: sender.to_string(),
+            recipient: req.recipient,
+            service: req.service,
+            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
+            official: Some(req.official),
+            applicant: Some(req.applicant),
+            documents: req.documents,
+            payload_schema: req.payload_schema,
+            classification: Classification::PersonalData as i32,
+            application_received_at: req.application_received_at.map(mev_proto::time::to_wire),
+            ..Default::default()
+        }
+    }
+
+    /// A valid not-held reply header from `sender` to `recipient` answering
+    /// `in_reply_to` about `service` (sent with an empty payload).
+    pub fn reply_header(&self, sender: &str, recipient: &str, service: &str, in_reply_to: &str) -> Header {
+        Header {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: Kind::Reply as i32,
+            in_reply_to: in_reply_to.to_string(),
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            service: service.to_string(),
+            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
+            official: Some(official()),
+            classification: Classification::PersonalData as i32,
+            reply: Some(pb::ReplyOutcome {
+                outcome: Some(pb::reply_outcome::Outcome::NotHeld(pb::NotHeld {
+                    reason: "no record for this applicant".into(),
+                    possible_holder: String::new(),
+                })),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Sends a valid request from `consumer` for `service` answered with
+    /// `kind`, and waits for an accepted receipt and the reply.
+    pub async fn round_trip(&self, consumer: &str, service: &Service, kind: &str) -> (ReceiptInfo, IncomingReply) {
+        let mut h = within(
+            "sending a request",
+            self.adapter(consumer).send_request(self.request(service, kind)),
+        )
+        .await
+        .expect("request sent");
+        let r = receipt(&mut h).await;
+        assert!(r.accepted, "a good request is accepted: {r:?}");
+        assert_eq!(r.code, ErrorCode::Ok.as_code(), "{r:?}");
+        let id = h.message_id.clone();
+        let rep = reply(h).await;
+        assert_eq!(rep.header.in_reply_to, id);
+        assert_eq!(rep.body.kind_name(), kind);
+        (r, rep)
+    }
+
+    /// Publishes `bytes` through `sender`'s adapter and expects a negative
+    /// receipt with `code` back in `sender`'s inbox.
+    pub async fn expect_refused(&self, sender: &str, bytes: Vec<u8>, code: ErrorCode) -> ReceiptInfo {
+        let mut h = within("sending raw bytes", self.adapter(sender).send_raw(bytes))
+            .await
+            .expect("raw send confirmed");
+        let r = receipt(&mut h).await;
+        assert!(
+            !r.accepted && r.code == code.as_code(),
+            "expected a negative receipt {code:?} ({}), got {r:?}",
+            code.as_code()
+        );
+        assert_eq!(r.message_id, h.message_id, "the receipt names the message");
+        r
+    }
+
+    /// Seals `header` + `payload` with an arbitrary identity (a bad
+    /// certificate, say) into envelope bytes.
+    pub fn seal_as(identity: &Identity, header: Header, payload: Vec<u8>) -> Vec<u8> {
+        let env = mev_proto::envelope::seal(
+            header,
+            payload,
+            identity.signer.as_ref(),
+            &identity.certificate_chain,
+        )
+        .expect("sealed");
+        prost::Message::encode_to_vec(&env)
+    }
+
+    /// Stops the adapters and the broker and deletes the namespace.
+    pub async fn cleanup(mut self) {
+        for (_, a) in std::mem::take(&mut self.agencies) {
+            let _ = tokio::time::timeout(WAIT, a.adapter.shutdown()).await;
+        }
+        if let Some(b) = self.broker.take() {
+            let _ = tokio::time::timeout(WAIT, b.stop()).await;
+        }
+        let deleted = tokio::time::timeout(WAIT, self.transport.delete_topology(&self.all_agency_ids)).await;
+        self.cleaned = matches!(deleted, Ok(Ok(())));
+        if !self.cleaned {
+            eprintln!("cleanup of {} failed ({deleted:?}); Drop will retry", self.namespace);
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // A panicking test: delete the namespace over a fresh connection
+        // on a thread of its own (Drop cannot await on the test's runtime).
+        let namespace = self.namespace.clone();
+        let agencies = self.all_agency_ids.clone();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async move {
+                let t = Amqp::new(namespace.clone(), AmqpConfig::new(amqp_url()));
+                match tokio::time::timeout(WAIT, t.delete_topology(&agencies)).await {
+                    Ok(Ok(())) => {}
+                    other => eprintln!("cleanup of {namespace} failed: {other:?}"),
+                }
+            });
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("cleanup of {} panicked", self.namespace);
+        }
+    }
+}
+
+/// The official named in test requests.
+pub fn official() -> Official {
+    Official {
+        full_name: "Rahimova Nodira".into(),
+        position: "Chief specialist, public service centre".into(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -18,8 +18,8 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,9 @@ fn map_err(e: lapin::Error) -> TransportError {
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
                 TransportError::AccessRefused(e.to_string())
             }
-            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => TransportError::NoSuchQueue(e.to_string()),
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
+                TransportError::NoSuchQueue(e.to_string())
+            }
             AMQPErrorKind::Hard(_) => TransportError::Connection(e.to_string()),
             _ => TransportError::Other(e.to_string()),
         },
@@ -114,9 +116,8 @@ impl Amqp {
             }
         }
         *guard = None;
-        let props = ConnectionProperties::default().with_connection_name(LongString::from(
-            self.inner.config.connection_name.as_str(),
-        ));
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(self.inner.config.connection_name.as_str()));
         let connection = Connection::connect(&self.inner.config.url, props)
             .await
             .map_err(|e| TransportError::Connection(e.to_string()))?;
@@ -228,7 +229,11 @@ impl Amqp {
         }
     }
 
-    async fn subscribe(&self, queue: &str, prefetch: u16) -> Result<lapin::Consumer, TransportError> {
+    async fn subscribe(
+        &self,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<lapin::Consumer, TransportError> {
         let live = self.live().await?;
         let ch = live.connection.create_channel().await.map_err(map_err)?;
         ch.basic_qos(prefetch, BasicQosOptions::default())

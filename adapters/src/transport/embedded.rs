@@ -197,8 +197,9 @@ impl Transport for Embedded {
                     tag,
                     permits: permits.clone(),
                 };
-                if let Err(mpsc::error::SendError(d)) =
-                    tx.send(Delivery::new(body, redelivered, Box::new(acker))).await
+                if let Err(mpsc::error::SendError(d)) = tx
+                    .send(Delivery::new(body, redelivered, Box::new(acker)))
+                    .await
                 {
                     // The consumer went away: what it never saw goes back.
                     let _ = d.requeue().await;
@@ -269,7 +270,9 @@ mod tests {
         let t = Embedded::new("t");
         t.declare_inbox("A").await.unwrap();
         for i in 0..5u8 {
-            t.publish(msg(Route::Inbox("A".into()), &[i])).await.unwrap();
+            t.publish(msg(Route::Inbox("A".into()), &[i]))
+                .await
+                .unwrap();
         }
         let mut c = t.consume("t.inbox.A", 2).await.unwrap();
         let a = c.next().await.unwrap();

@@ -191,8 +191,10 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// Declares the ingress exchange and queue (idempotent).
     fn declare_ingress(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Declares an agency's inbox and its binding (idempotent).
-    fn declare_inbox(&self, agency: &str)
-        -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn declare_inbox(
+        &self,
+        agency: &str,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Publishes every message, with all confirms in flight together; one
     /// result per message, in order. `Ok` means the broker confirmed it.
     fn publish_batch(

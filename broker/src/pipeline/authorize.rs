@@ -23,7 +23,10 @@ pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
         }
         _ => {}
     }
-    for (field, id) in [("header.sender", &h.sender), ("header.recipient", &h.recipient)] {
+    for (field, id) in [
+        ("header.sender", &h.sender),
+        ("header.recipient", &h.recipient),
+    ] {
         if ctx.register.agency(id).is_none() {
             return Err(refuse(Rejection::new(
                 ErrorCode::UnknownAgency,

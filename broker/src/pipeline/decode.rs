@@ -53,10 +53,15 @@ pub fn run(bytes: &[u8], limits: &Limits) -> Result<Opened, Box<Refused>> {
             // Attribute what we can: a decodable header names its sender.
             let header = mev_proto::Envelope::decode(bytes)
                 .ok()
-                .filter(|_| rejection.code == ErrorCode::PayloadDigestMismatch || rejection.code == ErrorCode::TooManyItems)
+                .filter(|_| {
+                    rejection.code == ErrorCode::PayloadDigestMismatch
+                        || rejection.code == ErrorCode::TooManyItems
+                })
                 .and_then(|e| {
                     let digest = envelope::sha256(&e.header);
-                    mev_proto::Header::decode(e.header.as_slice()).ok().map(|h| (h, digest))
+                    mev_proto::Header::decode(e.header.as_slice())
+                        .ok()
+                        .map(|h| (h, digest))
                 });
             Err(Box::new(match header {
                 Some((h, digest)) => Refused {

@@ -52,7 +52,11 @@ pub struct Batching {
 }
 
 /// Checks one delivery through the CPU stages.
-fn check(ctx: &Context, bytes: &[u8], now: chrono::DateTime<chrono::Utc>) -> Result<Opened, Box<decode::Refused>> {
+fn check(
+    ctx: &Context,
+    bytes: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Opened, Box<decode::Refused>> {
     let opened = decode::run(bytes, &ctx.limits)?;
     validate::run(ctx, &opened, now)?;
     verify::run(ctx, &opened, now)?;
@@ -97,7 +101,9 @@ pub async fn process_batch<T: Transport>(ctx: &Arc<Context>, transport: &T, batc
 
     // CPU stages, in parallel across the blocking pool.
     let bodies: Vec<Arc<Vec<u8>>> = batch.iter().map(|d| Arc::new(d.body.clone())).collect();
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(bodies.len());
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(bodies.len());
     let chunk = bodies.len().div_ceil(workers.max(1));
     let mut tasks = Vec::new();
     for part in bodies.chunks(chunk.max(1)) {
@@ -158,7 +164,10 @@ pub async fn process_batch<T: Transport>(ctx: &Arc<Context>, transport: &T, batc
     let mut forwards = Vec::new();
     let mut forward_index = Vec::new();
     for (i, v) in verdicts.iter().enumerate() {
-        if let Verdict::Forward { opened, raw, to, .. } = v {
+        if let Verdict::Forward {
+            opened, raw, to, ..
+        } = v
+        {
             forwards.push(Outgoing {
                 route: Route::Inbox(to.clone()),
                 body: raw.as_slice().into(),
@@ -211,7 +220,11 @@ pub async fn process_batch<T: Transport>(ctx: &Arc<Context>, transport: &T, batc
 
 fn count(ctx: &Context, v: &Verdict) {
     match v {
-        Verdict::Forward { opened, again: false, .. } => ctx.counters.accepted(kind_name(opened)),
+        Verdict::Forward {
+            opened,
+            again: false,
+            ..
+        } => ctx.counters.accepted(kind_name(opened)),
         Verdict::Forward { .. } | Verdict::Duplicate { .. } => {
             ctx.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         }

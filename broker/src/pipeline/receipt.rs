@@ -45,7 +45,8 @@ pub async fn send<T: Transport>(
                     digest: opened.digest.to_vec(),
                     accepted: true,
                     code: ErrorCode::Duplicate.as_code(),
-                    reason: "already accepted and delivered; this copy was not forwarded again".into(),
+                    reason: "already accepted and delivered; this copy was not forwarded again"
+                        .into(),
                 },
             ),
             Verdict::Reject(r) => (

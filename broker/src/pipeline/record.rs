@@ -127,7 +127,10 @@ pub fn apply(
             h.recipient.clone()
         }
         other => {
-            let r = Rejection::new(ErrorCode::KindNotAllowed, format!("{other:?} is not routed"));
+            let r = Rejection::new(
+                ErrorCode::KindNotAllowed,
+                format!("{other:?} is not routed"),
+            );
             return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
         }
     };
@@ -144,7 +147,12 @@ fn forward_target(_t: &Txn<'_>, opened: &Opened) -> Result<String, StoreError> {
     Ok(opened.header.recipient.clone())
 }
 
-fn reject(ctx: &Context, t: &mut Txn<'_>, now_ms: i64, refused: Box<Refused>) -> Result<Verdict, StoreError> {
+fn reject(
+    ctx: &Context,
+    t: &mut Txn<'_>,
+    now_ms: i64,
+    refused: Box<Refused>,
+) -> Result<Verdict, StoreError> {
     let attributable = refused
         .sender
         .as_deref()
@@ -161,7 +169,11 @@ fn reject(ctx: &Context, t: &mut Txn<'_>, now_ms: i64, refused: Box<Refused>) ->
 
 /// A reply answers an open request, comes from its recipient, goes back to
 /// its sender, and (with documents) matches the service's reply schema.
-fn check_reply(ctx: &Context, t: &Txn<'_>, opened: &Opened) -> Result<Result<(), Rejection>, StoreError> {
+fn check_reply(
+    ctx: &Context,
+    t: &Txn<'_>,
+    opened: &Opened,
+) -> Result<Result<(), Rejection>, StoreError> {
     let h = &opened.header;
     let Some(req) = t.open_request(&h.in_reply_to)? else {
         let why = if t.seen(&h.in_reply_to)?.is_some() {
@@ -186,7 +198,10 @@ fn check_reply(ctx: &Context, t: &Txn<'_>, opened: &Opened) -> Result<Result<(),
     if req.sender != h.recipient {
         return Ok(Err(Rejection::new(
             ErrorCode::WrongRecipient,
-            format!("header.recipient: the reply goes to the requester {}", req.sender),
+            format!(
+                "header.recipient: the reply goes to the requester {}",
+                req.sender
+            ),
         )));
     }
     if req.service != h.service {
@@ -198,10 +213,15 @@ fn check_reply(ctx: &Context, t: &Txn<'_>, opened: &Opened) -> Result<Result<(),
     let Some(service) = ctx.register.service(&req.service) else {
         return Ok(Err(Rejection::new(
             ErrorCode::UnknownService,
-            format!("header.service: {} is no longer in the register", req.service),
+            format!(
+                "header.service: {} is no longer in the register",
+                req.service
+            ),
         )));
     };
-    Ok(ctx.register.check_reply(service, h, &opened.envelope.payload))
+    Ok(ctx
+        .register
+        .check_reply(service, h, &opened.envelope.payload))
 }
 
 /// A status update is about an open request and goes between its two parties.
@@ -210,14 +230,20 @@ fn check_status(t: &Txn<'_>, opened: &Opened) -> Result<Result<(), Rejection>, S
     let Some(req) = t.open_request(&h.in_reply_to)? else {
         return Ok(Err(Rejection::new(
             ErrorCode::UnknownRequest,
-            format!("header.in_reply_to: {} is not an open request", h.in_reply_to),
+            format!(
+                "header.in_reply_to: {} is not an open request",
+                h.in_reply_to
+            ),
         )));
     };
     let parties = [&req.sender, &req.recipient];
     if !parties.contains(&&h.sender) || !parties.contains(&&h.recipient) {
         return Ok(Err(Rejection::new(
             ErrorCode::ReplyFromWrongAgency,
-            format!("header.sender: only {} and {} may exchange status on this request", req.sender, req.recipient),
+            format!(
+                "header.sender: only {} and {} may exchange status on this request",
+                req.sender, req.recipient
+            ),
         )));
     }
     Ok(Ok(()))

@@ -8,7 +8,11 @@ use mev_proto::envelope::Opened;
 use mev_proto::pb::Kind;
 use mev_proto::{ErrorCode, Rejection};
 
-pub fn run(ctx: &Context, opened: &Opened, now: chrono::DateTime<chrono::Utc>) -> Result<(), Box<Refused>> {
+pub fn run(
+    ctx: &Context,
+    opened: &Opened,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Box<Refused>> {
     let refuse = |r: Rejection| Box::new(Refused::of(opened, r));
     mev_proto::validate::validate(&opened.header).map_err(refuse)?;
     match opened.kind() {
@@ -16,7 +20,9 @@ pub fn run(ctx: &Context, opened: &Opened, now: chrono::DateTime<chrono::Utc>) -
         other => {
             return Err(refuse(Rejection::new(
                 ErrorCode::KindNotAllowed,
-                format!("header.kind: an agency may not send {other:?} messages; only the exchange does"),
+                format!(
+                "header.kind: an agency may not send {other:?} messages; only the exchange does"
+            ),
             )))
         }
     }

@@ -6,7 +6,11 @@ use super::decode::Refused;
 use super::Context;
 use mev_proto::envelope::Opened;
 
-pub fn run(ctx: &Context, opened: &Opened, now: chrono::DateTime<chrono::Utc>) -> Result<(), Box<Refused>> {
+pub fn run(
+    ctx: &Context,
+    opened: &Opened,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Box<Refused>> {
     opened
         .verify(&ctx.trust, ctx.verifier.as_ref(), now)
         .map(|_| ())

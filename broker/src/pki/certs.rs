@@ -45,11 +45,13 @@ impl CertSpec {
 }
 
 /// The serial (DER integer contents) of a certificate.
-pub fn serial_of(cert_der: &[u8]) -> Result<Vec<u8>, String> {
-    use x509_parser::prelude::FromDer;
-    x509_parser::certificate::X509Certificate::from_der(cert_der)
-        .map(|(_, c)| c.raw_serial().to_vec())
-        .map_err(|e| format!("not a certificate: {e}"))
+pub fn serial_of(cert_der: &[u8]) -> Result<Vec<u8>, x509_parser::error::X509Error> {
+    use x509_parser::nom::Err;
+    match x509_parser::parse_x509_certificate(cert_der) {
+        Ok((_, cert)) => Ok(cert.raw_serial().to_vec()),
+        Err(Err::Error(e) | Err::Failure(e)) => Err(e),
+        Err(Err::Incomplete(_)) => Err(x509_parser::error::X509Error::InvalidCertificate),
+    }
 }
 
 pub(crate) fn check_agency_id(id: &str) -> Result<(), PkiError> {

@@ -118,9 +118,9 @@ pub fn revoke(dir: &Path, agency: &str) -> Result<(String, usize), PkiError> {
     let ca = load_ca(&paths)?;
     let cert_path = paths.agency_cert(agency);
     let cert_der = read_pem(&cert_path, "CERTIFICATE")?;
-    let serial = serial_of(&cert_der).map_err(|reason| PkiError::Malformed {
+    let serial = serial_of(&cert_der).map_err(|source| PkiError::Certificate {
         path: cert_path.clone(),
-        reason,
+        source,
     })?;
     let serial_hex = hex(&serial);
 
@@ -151,28 +151,39 @@ pub fn revoke(dir: &Path, agency: &str) -> Result<(String, usize), PkiError> {
 
 fn load_ca(paths: &PkiPaths) -> Result<Issuer<'static, KeyPair>, PkiError> {
     let key_path = paths.ca_key();
-    let key_pem = std::fs::read_to_string(&key_path).map_err(|e| io_error(&key_path, e))?;
-    let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Malformed {
+    let key_pem = match std::fs::read_to_string(&key_path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PkiError::NoCa {
+                dir: paths.dir.clone(),
+                key: key_path,
+            })
+        }
+        Err(e) => return Err(io_error(&key_path, e)),
+    };
+    let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::Load {
         path: key_path,
-        reason: e.to_string(),
+        source,
     })?;
     let cert_path = paths.ca_cert();
     let cert_der = read_pem(&cert_path, "CERTIFICATE")?;
-    Issuer::from_ca_cert_der(&cert_der.into(), key).map_err(|e| PkiError::Malformed {
+    Issuer::from_ca_cert_der(&cert_der.into(), key).map_err(|source| PkiError::Load {
         path: cert_path,
-        reason: e.to_string(),
+        source,
     })
 }
 
 fn read_pem(path: &Path, tag: &str) -> Result<Vec<u8>, PkiError> {
     let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-    let malformed = |reason: String| PkiError::Malformed {
+    let block = pem::parse(&text).map_err(|source| PkiError::Pem {
         path: path.to_owned(),
-        reason,
-    };
-    let block = pem::parse(&text).map_err(|e| malformed(e.to_string()))?;
+        source,
+    })?;
     if block.tag() != tag {
-        return Err(malformed(format!("expected {tag}, found {}", block.tag())));
+        return Err(PkiError::Malformed {
+            path: path.to_owned(),
+            reason: format!("expected a PEM {tag}, found {}", block.tag()),
+        });
     }
     Ok(block.into_contents())
 }

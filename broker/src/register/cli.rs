@@ -23,7 +23,7 @@ pub enum RegisterCommand {
     /// Validate a register: every entry and cross-reference, and its payload schemas.
     Check {
         /// The register directory (holding register.toml, payloads/, calendars/) or its register.toml.
-        #[arg(default_value = "schemas")]
+        #[arg(default_value = "schemas/")]
         path: PathBuf,
     },
 }

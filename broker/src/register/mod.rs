@@ -17,7 +17,7 @@
 //!
 //! ## Layout
 //! - [`model`]: the entries ([`Agency`], [`Service`], [`DeadlinePolicy`], ...).
-//! - `raw`, `load`: the TOML shape and its validation.
+//! - `raw`, `load`, `validate`: the TOML shape, loading, and the checks of each entry.
 //! - `schema`, `sample`: payload schemas (strict decoding, sample payloads).
 //! - [`cli`]: `mev register check`.
 
@@ -30,6 +30,7 @@ mod sample;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 pub use error::{Cause, Problem, RegisterError};
 pub use load::REGISTER_FILE;

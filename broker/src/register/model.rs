@@ -1,9 +1,9 @@
 //! The entries of the Unified Register, as loaded and validated: agencies,
 //! services, their consumers, documents and history, and deadline policies.
 //!
-//! These are plain data; [`super::load`] builds them from `register.toml` and
-//! guarantees the invariants stated on each type (known agencies, unique
-//! registry numbers, known schemas and policies).
+//! These are plain data; [`Register::load`](super::Register::load) builds
+//! them from `register.toml` and guarantees the invariants stated on each
+//! type (known agencies, unique registry numbers, known schemas and policies).
 
 use chrono::{NaiveDate, TimeDelta};
 use chrono_tz::Tz;

@@ -24,16 +24,16 @@ pub struct Identity {
 #[non_exhaustive]
 pub enum IdentityError {
     /// The private key is unusable.
-    #[error("private key: {0}")]
+    #[error("private key")]
     Key(#[from] CryptoError),
     /// The certificate PEM does not parse.
-    #[error("certificate PEM: {0}")]
+    #[error("certificate PEM does not parse")]
     Pem(#[from] pem::PemError),
     /// The certificate PEM holds no `CERTIFICATE` block.
     #[error("no certificate in the certificate PEM")]
     NoCertificate,
     /// The identity's certificate is malformed.
-    #[error("certificate: {0}")]
+    #[error("certificate")]
     Certificate(#[source] TrustError),
     /// The certificate carries no `urn:mev:agency:` SAN URI.
     #[error("the certificate names no agency (no SAN URI urn:mev:agency:<ID>)")]

@@ -84,6 +84,6 @@ pub enum CryptoError {
     #[error("private key rejected: {0}")]
     KeyRejected(ring::error::KeyRejected),
     /// The private key's PEM armour does not parse.
-    #[error("private key PEM: {0}")]
+    #[error("PEM does not parse")]
     Pem(#[from] pem::PemError),
 }
