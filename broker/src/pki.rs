@@ -131,7 +131,7 @@ pub enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue an agency certificate and key (agencies/<ID>.crt, agencies/<ID>.key).
+    /// Issue an agency certificate and key (agencies/AGENCY.crt and .key).
     Issue {
         /// The PKI directory.
         #[arg(long, default_value = "pki")]

@@ -35,9 +35,23 @@ pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
         }
     }
     if opened.kind() == Kind::Request {
-        ctx.register
+        let service = ctx
+            .register
             .authorize_request(h, &opened.envelope.payload)
             .map_err(refuse)?;
+        // The documents requested are ones the service provides through the
+        // exchange (UZ annex 1, appendix 2, column 10; RU 963 §6).
+        for (i, doc) in h.documents.iter().enumerate() {
+            if service.document(&doc.code).is_none() {
+                return Err(refuse(Rejection::new(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "header.documents[{i}].code: {:?} is not a document of service {}",
+                        doc.code, service.number
+                    ),
+                )));
+            }
+        }
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use rcgen::{
     RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 
-/// What to put in an agency certificate ([`DevPki::issue_with`]).
+/// What to put in an agency certificate ([`DevPki::issue_with`](super::DevPki::issue_with)).
 #[derive(Debug, Clone)]
 pub struct CertSpec {
     /// The agency the certificate names (`None`: no agency SAN URI).
@@ -64,7 +64,7 @@ pub(crate) fn check_agency_id(id: &str) -> Result<(), PkiError> {
     }
 }
 
-/// A random positive 128-bit serial whose first byte is non-zero.
+/// A random positive serial (16 bytes, about 120 random bits; first byte non-zero).
 pub(crate) fn random_serial() -> Vec<u8> {
     let mut s = uuid::Uuid::new_v4().into_bytes().to_vec();
     s[0] = (s[0] & 0x7f).max(1);
