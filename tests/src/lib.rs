@@ -88,8 +88,8 @@ pub fn reply_of_kind(kind: &str, register: &Register, req: &IncomingRequest) -> 
     match kind {
         "refusal" => ReplyBody::Refusal {
             partial: false,
-            legal_act: "Law of the Republic of Uzbekistan No. ZRU-445 \"On personal data\", art. 15"
-                .into(),
+            legal_act:
+                "Law of the Republic of Uzbekistan No. ZRU-445 \"On personal data\", art. 15".into(),
             reason: "the applicant's consent to disclosure is not on file".into(),
             refused_codes: vec![],
         },
@@ -263,7 +263,10 @@ impl Exchange {
             register: register.clone(),
             trust: trust.clone(),
             verifier: verifier.clone(),
-            identity: ex.pki.issue(BROKER_ID, KeyAlg::Ed25519).expect("broker certificate"),
+            identity: ex
+                .pki
+                .issue(BROKER_ID, KeyAlg::Ed25519)
+                .expect("broker certificate"),
             store: Arc::new(Store::in_memory().expect("in-memory store")),
             limits: Limits::default(),
             max_clock_skew: None,
@@ -281,7 +284,10 @@ impl Exchange {
         .expect("broker starts");
         ex.broker = Some(broker);
         for id in agencies {
-            let identity = ex.pki.issue(id, KeyAlg::Ed25519).expect("agency certificate");
+            let identity = ex
+                .pki
+                .issue(id, KeyAlg::Ed25519)
+                .expect("agency certificate");
             let config = AdapterConfig::new(identity, trust.clone(), verifier.clone(), BROKER_ID);
             let handled = Arc::new(Mutex::new(Vec::new()));
             let handler = {
@@ -337,6 +343,22 @@ impl Exchange {
     /// The broker's counters now.
     pub fn counters(&self) -> Snapshot {
         self.counters.snapshot()
+    }
+
+    /// The broker's counters once `ready` holds. The broker counts a message
+    /// when it acks it, which is after its receipt was sent, so a test that
+    /// has its receipts may still have to wait for the counters.
+    pub async fn counters_when(&self, what: &str, ready: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        within(what, async {
+            loop {
+                let s = self.counters();
+                if ready(&s) {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
     }
 
     /// Messages waiting in `agency`'s inbox (meaningful for agencies
@@ -445,7 +467,13 @@ impl Exchange {
 
     /// A valid not-held reply header from `sender` to `recipient` answering
     /// `in_reply_to` about `service` (sent with an empty payload).
-    pub fn reply_header(&self, sender: &str, recipient: &str, service: &str, in_reply_to: &str) -> Header {
+    pub fn reply_header(
+        &self,
+        sender: &str,
+        recipient: &str,
+        service: &str,
+        in_reply_to: &str,
+    ) -> Header {
         Header {
             message_id: uuid::Uuid::now_v7().to_string(),
             kind: Kind::Reply as i32,
@@ -468,10 +496,16 @@ impl Exchange {
 
     /// Sends a valid request from `consumer` for `service` answered with
     /// `kind`, and waits for an accepted receipt and the reply.
-    pub async fn round_trip(&self, consumer: &str, service: &Service, kind: &str) -> (ReceiptInfo, IncomingReply) {
+    pub async fn round_trip(
+        &self,
+        consumer: &str,
+        service: &Service,
+        kind: &str,
+    ) -> (ReceiptInfo, IncomingReply) {
         let mut h = within(
             "sending a request",
-            self.adapter(consumer).send_request(self.request(service, kind)),
+            self.adapter(consumer)
+                .send_request(self.request(service, kind)),
         )
         .await
         .expect("request sent");
@@ -487,7 +521,14 @@ impl Exchange {
 
     /// Publishes `bytes` through `sender`'s adapter and expects a negative
     /// receipt with `code` back in `sender`'s inbox.
-    pub async fn expect_refused(&self, sender: &str, bytes: Vec<u8>, code: ErrorCode) -> ReceiptInfo {
+    pub async fn expect_refused(
+        &self,
+        sender: &str,
+        bytes: Vec<u8>,
+        code: ErrorCode,
+    ) -> ReceiptInfo {
+        let counted = |s: &Snapshot| s.rejected.get(&code.as_code()).copied().unwrap_or(0);
+        let before = counted(&self.counters());
         let mut h = within("sending raw bytes", self.adapter(sender).send_raw(bytes))
             .await
             .expect("raw send confirmed");
@@ -498,6 +539,8 @@ impl Exchange {
             code.as_code()
         );
         assert_eq!(r.message_id, h.message_id, "the receipt names the message");
+        self.counters_when("the rejection counted", |s| counted(s) > before)
+            .await;
         r
     }
 
@@ -522,10 +565,14 @@ impl Exchange {
         if let Some(b) = self.broker.take() {
             let _ = tokio::time::timeout(WAIT, b.stop()).await;
         }
-        let deleted = tokio::time::timeout(WAIT, self.transport.delete_topology(&self.all_agency_ids)).await;
+        let deleted =
+            tokio::time::timeout(WAIT, self.transport.delete_topology(&self.all_agency_ids)).await;
         self.cleaned = matches!(deleted, Ok(Ok(())));
         if !self.cleaned {
-            eprintln!("cleanup of {} failed ({deleted:?}); Drop will retry", self.namespace);
+            eprintln!(
+                "cleanup of {} failed ({deleted:?}); Drop will retry",
+                self.namespace
+            );
         }
     }
 }

@@ -21,13 +21,18 @@ async fn setup() -> (Exchange, Cast) {
 /// the broker still carries a good request end to end.
 async fn still_serving(ex: &Exchange, cast: &Cast, bad_id: &str) {
     let before = ex.handled_count(&cast.provider);
-    ex.round_trip(&cast.consumer, &cast.service, "documents").await;
+    ex.round_trip(&cast.consumer, &cast.service, "documents")
+        .await;
     let handled = ex.handled(&cast.provider);
     assert!(
         !handled.iter().any(|id| id == bad_id),
         "the refused message {bad_id} reached the provider's handler"
     );
-    assert_eq!(handled.len(), before + 1, "only the good request was handled");
+    assert_eq!(
+        handled.len(),
+        before + 1,
+        "only the good request was handled"
+    );
 }
 
 /// Polls until `agency`'s (unconsumed) inbox holds `n` messages.
@@ -52,12 +57,19 @@ async fn every_reply_kind_round_trips_with_receipts_to_both() {
         assert_eq!(rep.header.service, cast.service.number);
         // The provider's receipt for its reply arrives as an event.
         let rep_receipt = ex.next_receipt_event(&cast.provider).await;
-        assert!(rep_receipt.accepted, "the reply is accepted: {rep_receipt:?}");
+        assert!(
+            rep_receipt.accepted,
+            "the reply is accepted: {rep_receipt:?}"
+        );
         assert_eq!(rep_receipt.code, ErrorCode::Ok.as_code());
         assert_eq!(rep_receipt.message_id, rep.header.message_id);
     }
     assert_eq!(ex.handled_count(&cast.provider), REPLY_KINDS.len());
-    let snap = ex.counters();
+    let snap = ex
+        .counters_when("4 requests and 4 replies counted", |s| {
+            s.accepted.get("reply") == Some(&4)
+        })
+        .await;
     eprintln!(
         "round trips: {} requests, accepted {:?}, {} receipts in {} batches",
         REPLY_KINDS.len(),
@@ -84,13 +96,19 @@ async fn bad_signature_is_refused() {
     let sig = env.signature.as_mut().expect("a signature");
     sig.value[0] ^= 0x01;
     let bytes = prost::Message::encode_to_vec(&env);
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::BadSignature).await;
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::BadSignature)
+        .await;
     still_serving(&ex, &cast, &id).await;
     ex.cleanup().await;
 }
 
 /// Sends a request from the consumer signed with `identity` and expects `code`.
-async fn refused_certificate(ex: &Exchange, cast: &Cast, identity: &mev_proto::crypto::Identity, code: ErrorCode) {
+async fn refused_certificate(
+    ex: &Exchange,
+    cast: &Cast,
+    identity: &mev_proto::crypto::Identity,
+    code: ErrorCode,
+) {
     let header = ex.request_header(&cast.consumer, &cast.service);
     let id = header.message_id.clone();
     let bytes = Exchange::seal_as(identity, header, ex.request_payload(&cast.service));
@@ -110,7 +128,10 @@ async fn untrusted_certificate_is_refused() {
 #[tokio::test]
 async fn expired_certificate_is_refused() {
     let (ex, cast) = setup().await;
-    let old = ex.pki.issue_expired(&cast.consumer, KeyAlg::Ed25519).unwrap();
+    let old = ex
+        .pki
+        .issue_expired(&cast.consumer, KeyAlg::Ed25519)
+        .unwrap();
     refused_certificate(&ex, &cast, &old, ErrorCode::CertificateExpired).await;
     ex.cleanup().await;
 }
@@ -118,7 +139,10 @@ async fn expired_certificate_is_refused() {
 #[tokio::test]
 async fn not_yet_valid_certificate_is_refused() {
     let (ex, cast) = setup().await;
-    let early = ex.pki.issue_not_yet_valid(&cast.consumer, KeyAlg::Ed25519).unwrap();
+    let early = ex
+        .pki
+        .issue_not_yet_valid(&cast.consumer, KeyAlg::Ed25519)
+        .unwrap();
     refused_certificate(&ex, &cast, &early, ErrorCode::CertificateNotYetValid).await;
     ex.cleanup().await;
 }
@@ -141,7 +165,9 @@ async fn certificate_revoked_at_run_time_is_refused() {
     let second = ex.pki.issue(&cast.consumer, KeyAlg::Ed25519).unwrap();
     let header = ex.request_header(&cast.consumer, &cast.service);
     let bytes = Exchange::seal_as(&second, header, ex.request_payload(&cast.service));
-    let mut h = within("send", ex.adapter(&cast.consumer).send_raw(bytes)).await.unwrap();
+    let mut h = within("send", ex.adapter(&cast.consumer).send_raw(bytes))
+        .await
+        .unwrap();
     let r = receipt(&mut h).await;
     assert!(r.accepted, "before revocation: {r:?}");
     reply(h).await;
@@ -163,7 +189,8 @@ async fn unknown_service_is_refused() {
         .adapter(&cast.consumer)
         .seal(header, ex.request_payload(&cast.service))
         .unwrap();
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::UnknownService).await;
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::UnknownService)
+        .await;
     still_serving(&ex, &cast, &id).await;
     ex.cleanup().await;
 }
@@ -183,7 +210,8 @@ async fn abolished_service_is_refused() {
         .seal(header, ex.request_payload(&cast.service))
         .unwrap();
     let depth = ex.inbox_depth(&abolished.provider).await;
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::ServiceAbolished).await;
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::ServiceAbolished)
+        .await;
     still_serving(&ex, &cast, &id).await;
     if !cast.attached().contains(&abolished.provider.as_str()) {
         assert_eq!(ex.inbox_depth(&abolished.provider).await, depth);
@@ -200,7 +228,8 @@ async fn sender_not_allowed_is_refused() {
         .adapter(&cast.outsider)
         .seal(header, ex.request_payload(&cast.service))
         .unwrap();
-    ex.expect_refused(&cast.outsider, bytes, ErrorCode::SenderNotAllowed).await;
+    ex.expect_refused(&cast.outsider, bytes, ErrorCode::SenderNotAllowed)
+        .await;
     still_serving(&ex, &cast, &id).await;
     ex.cleanup().await;
 }
@@ -217,9 +246,14 @@ async fn wrong_recipient_is_refused_and_its_inbox_stays_empty() {
         .adapter(&cast.consumer)
         .seal(header, ex.request_payload(&cast.service))
         .unwrap();
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::WrongRecipient).await;
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::WrongRecipient)
+        .await;
     still_serving(&ex, &cast, &id).await;
-    assert_eq!(ex.inbox_depth(&bystander).await, 0, "nothing reached {bystander}");
+    assert_eq!(
+        ex.inbox_depth(&bystander).await,
+        0,
+        "nothing reached {bystander}"
+    );
     ex.cleanup().await;
 }
 
@@ -234,12 +268,17 @@ async fn schema_mismatch_is_refused() {
         .adapter(&cast.consumer)
         .seal(header, ex.request_payload(&cast.service))
         .unwrap();
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::SchemaMismatch).await;
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::SchemaMismatch)
+        .await;
     // The right name, undecodable bytes (wire type 7 does not exist).
     let header = ex.request_header(&cast.consumer, &cast.service);
     let id2 = header.message_id.clone();
-    let bytes = ex.adapter(&cast.consumer).seal(header, vec![0xff; 8]).unwrap();
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::SchemaMismatch).await;
+    let bytes = ex
+        .adapter(&cast.consumer)
+        .seal(header, vec![0xff; 8])
+        .unwrap();
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::SchemaMismatch)
+        .await;
     still_serving(&ex, &cast, &id1).await;
     assert!(!ex.handled(&cast.provider).contains(&id2));
     ex.cleanup().await;
@@ -255,7 +294,8 @@ async fn classified_material_is_refused() {
         .adapter(&cast.consumer)
         .seal(header, ex.request_payload(&cast.service))
         .unwrap();
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::ClassifiedMaterial).await;
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::ClassifiedMaterial)
+        .await;
     still_serving(&ex, &cast, &id).await;
     ex.cleanup().await;
 }
@@ -275,7 +315,10 @@ async fn missing_official_is_refused() {
     .unwrap();
     let mut h = h;
     let r = receipt(&mut h).await;
-    assert!(!r.accepted && r.code == ErrorCode::MissingField.as_code(), "{r:?}");
+    assert!(
+        !r.accepted && r.code == ErrorCode::MissingField.as_code(),
+        "{r:?}"
+    );
     still_serving(&ex, &cast, &id).await;
     ex.cleanup().await;
 }
@@ -285,11 +328,13 @@ async fn garbage_is_counted_and_gets_no_receipt() {
     let (ex, cast) = setup().await;
     let before = ex.counters();
     // Straight to the ingress, as nobody.
-    ex.publish_raw(b"\xff\xfe not an envelope \x00\x01".to_vec()).await;
+    ex.publish_raw(b"\xff\xfe not an envelope \x00\x01".to_vec())
+        .await;
     // Through an adapter: the handle's receipt never comes.
     let mut h = within(
         "send_raw",
-        ex.adapter(&cast.consumer).send_raw(b"\x08\x96\x01 neither".to_vec()),
+        ex.adapter(&cast.consumer)
+            .send_raw(b"\x08\x96\x01 neither".to_vec()),
     )
     .await
     .unwrap();
@@ -302,7 +347,10 @@ async fn garbage_is_counted_and_gets_no_receipt() {
     let no_receipt = tokio::time::timeout(Duration::from_secs(2), h.receipt()).await;
     assert!(no_receipt.is_err(), "garbage got a receipt: {no_receipt:?}");
     let after = ex.counters();
-    eprintln!("garbage counted: {} (receipts sent: {})", after.garbage, after.receipts);
+    eprintln!(
+        "garbage counted: {} (receipts sent: {})",
+        after.garbage, after.receipts
+    );
     assert_eq!(after.garbage, before.garbage + 2);
     assert_eq!(after.receipts, before.receipts, "no receipt for garbage");
     still_serving(&ex, &cast, "").await;
@@ -315,15 +363,29 @@ async fn reply_to_unknown_or_answered_request_is_refused() {
     let provider = ex.adapter(&cast.provider);
     // A request nobody sent.
     let nobody = uuid::Uuid::new_v4().to_string();
-    let header = ex.reply_header(&cast.provider, &cast.consumer, &cast.service.number, &nobody);
+    let header = ex.reply_header(
+        &cast.provider,
+        &cast.consumer,
+        &cast.service.number,
+        &nobody,
+    );
     let bytes = provider.seal(header, Vec::new()).unwrap();
-    ex.expect_refused(&cast.provider, bytes, ErrorCode::UnknownRequest).await;
+    ex.expect_refused(&cast.provider, bytes, ErrorCode::UnknownRequest)
+        .await;
     // A request already answered.
-    let (_, first) = ex.round_trip(&cast.consumer, &cast.service, "refusal").await;
+    let (_, first) = ex
+        .round_trip(&cast.consumer, &cast.service, "refusal")
+        .await;
     let answered = first.header.in_reply_to.clone();
-    let header = ex.reply_header(&cast.provider, &cast.consumer, &cast.service.number, &answered);
+    let header = ex.reply_header(
+        &cast.provider,
+        &cast.consumer,
+        &cast.service.number,
+        &answered,
+    );
     let bytes = provider.seal(header, Vec::new()).unwrap();
-    ex.expect_refused(&cast.provider, bytes, ErrorCode::UnknownRequest).await;
+    ex.expect_refused(&cast.provider, bytes, ErrorCode::UnknownRequest)
+        .await;
     still_serving(&ex, &cast, "").await;
     ex.cleanup().await;
 }
@@ -335,7 +397,8 @@ async fn reply_from_an_agency_not_asked_is_refused() {
     let idle = &cast.idle_service;
     let mut h = within(
         "send_request",
-        ex.adapter(&cast.consumer).send_request(ex.request(idle, "documents")),
+        ex.adapter(&cast.consumer)
+            .send_request(ex.request(idle, "documents")),
     )
     .await
     .unwrap();
@@ -345,7 +408,8 @@ async fn reply_from_an_agency_not_asked_is_refused() {
     // The outsider answers it.
     let header = ex.reply_header(&cast.outsider, &cast.consumer, &idle.number, &h.message_id);
     let bytes = ex.adapter(&cast.outsider).seal(header, Vec::new()).unwrap();
-    ex.expect_refused(&cast.outsider, bytes, ErrorCode::ReplyFromWrongAgency).await;
+    ex.expect_refused(&cast.outsider, bytes, ErrorCode::ReplyFromWrongAgency)
+        .await;
     // The requester gets no reply.
     let none = tokio::time::timeout(Duration::from_secs(1), h.reply()).await;
     assert!(none.is_err(), "a reply reached the requester: {none:?}");
@@ -360,9 +424,12 @@ async fn same_id_with_other_content_is_a_conflict() {
     let header = ex.request_header(&cast.consumer, &cast.service);
     let id = header.message_id.clone();
     let payload = ex.request_payload(&cast.service);
-    let mut h = within("send", consumer.send_raw(consumer.seal(header.clone(), payload.clone()).unwrap()))
-        .await
-        .unwrap();
+    let mut h = within(
+        "send",
+        consumer.send_raw(consumer.seal(header.clone(), payload.clone()).unwrap()),
+    )
+    .await
+    .unwrap();
     assert!(receipt(&mut h).await.accepted);
     reply(h).await;
     let mut other = header;
@@ -370,12 +437,18 @@ async fn same_id_with_other_content_is_a_conflict() {
         a.full_name = "Somebody Else".into();
     }
     let bytes = consumer.seal(other, payload).unwrap();
-    ex.expect_refused(&cast.consumer, bytes, ErrorCode::DuplicateConflict).await;
+    ex.expect_refused(&cast.consumer, bytes, ErrorCode::DuplicateConflict)
+        .await;
     let before = ex.handled_count(&cast.provider);
-    ex.round_trip(&cast.consumer, &cast.service, "documents").await;
+    ex.round_trip(&cast.consumer, &cast.service, "documents")
+        .await;
     let handled = ex.handled(&cast.provider);
     assert_eq!(handled.len(), before + 1);
-    assert_eq!(handled.iter().filter(|h| **h == id).count(), 1, "handled once");
+    assert_eq!(
+        handled.iter().filter(|h| **h == id).count(),
+        1,
+        "handled once"
+    );
     ex.cleanup().await;
 }
 
@@ -385,24 +458,87 @@ async fn same_bytes_twice_is_a_duplicate_handled_once() {
     let consumer = ex.adapter(&cast.consumer);
     let header = ex.request_header(&cast.consumer, &cast.service);
     let id = header.message_id.clone();
-    let bytes = consumer.seal(header, ex.request_payload(&cast.service)).unwrap();
-    let mut h = within("send", consumer.send_raw(bytes.clone())).await.unwrap();
+    let bytes = consumer
+        .seal(header, ex.request_payload(&cast.service))
+        .unwrap();
+    let mut h = within("send", consumer.send_raw(bytes.clone()))
+        .await
+        .unwrap();
     let first = receipt(&mut h).await;
-    assert!(first.accepted && first.code == ErrorCode::Ok.as_code(), "{first:?}");
+    assert!(
+        first.accepted && first.code == ErrorCode::Ok.as_code(),
+        "{first:?}"
+    );
     reply(h).await;
-    let mut h = within("send again", consumer.send_raw(bytes)).await.unwrap();
+    let mut h = within("send again", consumer.send_raw(bytes))
+        .await
+        .unwrap();
     let second = receipt(&mut h).await;
     assert!(
         second.accepted && second.code == ErrorCode::Duplicate.as_code(),
         "the copy is acknowledged as a duplicate: {second:?}"
     );
     let before = ex.handled_count(&cast.provider);
-    ex.round_trip(&cast.consumer, &cast.service, "documents").await;
+    ex.round_trip(&cast.consumer, &cast.service, "documents")
+        .await;
     let handled = ex.handled(&cast.provider);
     assert_eq!(handled.len(), before + 1);
-    assert_eq!(handled.iter().filter(|h| **h == id).count(), 1, "handled once");
-    let snap = ex.counters();
+    assert_eq!(
+        handled.iter().filter(|h| **h == id).count(),
+        1,
+        "handled once"
+    );
+    let snap = ex
+        .counters_when("the duplicate counted", |s| s.duplicates >= 1)
+        .await;
     eprintln!("duplicates counted: {}", snap.duplicates);
     assert_eq!(snap.duplicates, 1);
+    ex.cleanup().await;
+}
+
+#[tokio::test]
+async fn many_requests_in_flight_all_round_trip() {
+    const N: usize = 40;
+    let (ex, cast) = setup().await;
+    let consumer = ex.adapter(&cast.consumer);
+    let mut handles = Vec::new();
+    for i in 0..N {
+        let kind = REPLY_KINDS[i % REPLY_KINDS.len()];
+        let h = within(
+            "send_request",
+            consumer.send_request(ex.request(&cast.service, kind)),
+        )
+        .await
+        .unwrap();
+        handles.push((kind, h));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for (kind, mut h) in handles {
+        let r = receipt(&mut h).await;
+        assert!(r.accepted, "{r:?}");
+        let id = h.message_id.clone();
+        let rep = reply(h).await;
+        assert_eq!(rep.header.in_reply_to, id);
+        assert_eq!(rep.body.kind_name(), kind);
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), N);
+    // Every reply got its own accepted receipt on the provider's side.
+    for _ in 0..N {
+        let r = ex.next_receipt_event(&cast.provider).await;
+        assert!(r.accepted, "{r:?}");
+    }
+    assert_eq!(ex.handled_count(&cast.provider), N);
+    let snap = ex
+        .counters_when("every request and reply counted", |s| {
+            s.accepted.get("reply") == Some(&(N as u64))
+        })
+        .await;
+    eprintln!(
+        "{N} requests in flight: accepted {:?}, {} receipts in {} batches",
+        snap.accepted, snap.receipts, snap.batches
+    );
+    assert_eq!(snap.accepted.get("request"), Some(&(N as u64)));
+    assert_eq!(snap.accepted.get("reply"), Some(&(N as u64)));
     ex.cleanup().await;
 }
