@@ -243,6 +243,8 @@ async fn on_request<T: Transport>(
     let id = opened.header.message_id.clone();
     let Some(handler) = handler else {
         tracing::warn!(agency = shared.agency(), %id, "request arrived but no handler is set; returned to the queue");
+        // Back off so an adapter without a handler does not spin on the request.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let _ = delivery.requeue().await;
         return;
     };

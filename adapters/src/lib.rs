@@ -244,26 +244,9 @@ impl<T: Transport> Adapter<T> {
 
     /// Signs and sends a request; returns once RabbitMQ has confirmed it.
     pub async fn send_request(&self, req: OutgoingRequest) -> Result<RequestHandle, AdapterError> {
-        let header = Header {
-            message_id: uuid::Uuid::now_v7().to_string(),
-            kind: Kind::Request as i32,
-            sender: self.agency().to_string(),
-            recipient: req.recipient,
-            service: req.service,
-            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
-            official: Some(req.official),
-            applicant: Some(req.applicant),
-            documents: req.documents,
-            payload_schema: req.payload_schema,
-            classification: req.classification as i32,
-            test: req.test,
-            archive: req.archive,
-            application_received_at: req.application_received_at.map(mev_proto::time::to_wire),
-            deadline_policy: req.deadline_policy,
-            ..Default::default()
-        };
+        let (header, payload) = req.into_parts(self.agency());
         mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
-        self.send_header(header, req.payload).await
+        self.send_header(header, payload).await
     }
 
     /// Sends a raw header and payload as they are (no validation): for tests

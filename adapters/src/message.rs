@@ -35,6 +35,31 @@ pub struct OutgoingRequest {
     pub deadline_policy: String,
 }
 
+impl OutgoingRequest {
+    /// The unsigned header (a fresh message id, sent now, from `sender`) and the payload.
+    pub fn into_parts(self, sender: &str) -> (Header, Vec<u8>) {
+        let header = Header {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: pb::Kind::Request as i32,
+            sender: sender.to_string(),
+            recipient: self.recipient,
+            service: self.service,
+            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
+            official: Some(self.official),
+            applicant: Some(self.applicant),
+            documents: self.documents,
+            payload_schema: self.payload_schema,
+            classification: self.classification as i32,
+            test: self.test,
+            archive: self.archive,
+            application_received_at: self.application_received_at.map(mev_proto::time::to_wire),
+            deadline_policy: self.deadline_policy,
+            ..Default::default()
+        };
+        (header, self.payload)
+    }
+}
+
 /// What a provider answers (Tatarstan §3.9–3.13).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplyBody {

@@ -365,22 +365,10 @@ async fn send_bad_messages<T: Transport>(
 ) -> anyhow::Result<()> {
     let (consumer, service) = &pairs[0];
     let adapter = &adapters[consumer];
-    let good = |i: usize| {
-        let req = request_for(register, service, 1_000_000 + i);
-        Header {
-            message_id: uuid::Uuid::now_v7().to_string(),
-            kind: Kind::Request as i32,
-            sender: consumer.clone(),
-            recipient: req.recipient,
-            service: req.service,
-            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
-            official: Some(req.official),
-            applicant: Some(req.applicant),
-            documents: req.documents,
-            payload_schema: req.payload_schema,
-            classification: Classification::PersonalData as i32,
-            ..Default::default()
-        }
+    let good = |i: usize| -> Header {
+        request_for(register, service, 1_000_000 + i)
+            .into_parts(consumer)
+            .0
     };
     let payload = register
         .sample_payload(&service.request_schema)

@@ -196,11 +196,19 @@ pub async fn process_batch<T: Transport>(ctx: &Arc<Context>, transport: &T, batc
         tracing::warn!(error = %e, "could not mark forwards; they may be forwarded again");
     }
 
+    // Count what is settled now, before the receipts tell the senders.
+    for (v, f) in verdicts.iter().zip(&failed) {
+        if !f {
+            count(ctx, v);
+        }
+    }
+
     // Receipts: one signed message per sender per batch.
     let receipt_failed = receipt::send(ctx, transport, &verdicts, &failed, now).await;
 
     // Ack (or return what could not be forwarded or receipted).
     for (i, (d, v)) in batch.iter().zip(&verdicts).enumerate() {
+        // A copy returned to the queue is counted again as a duplicate when it comes back.
         let sender_failed = match v {
             Verdict::Forward { opened, .. } | Verdict::Duplicate { opened } => {
                 receipt_failed.contains(&opened.header.sender)
@@ -211,7 +219,6 @@ pub async fn process_batch<T: Transport>(ctx: &Arc<Context>, transport: &T, batc
             let _ = d.requeue().await;
             continue;
         }
-        count(ctx, v);
         if let Err(e) = d.ack().await {
             tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
         }
