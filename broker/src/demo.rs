@@ -153,7 +153,15 @@ fn handler(
     }
 }
 
-fn request_for(register: &Register, service: &Service, i: usize) -> OutgoingRequest {
+/// A valid request for `service` (its provider, documents and a sample
+/// payload), from applicant number `i` named `applicant_name`. Shared by the
+/// demo and the integration tests.
+pub fn sample_request(
+    register: &Register,
+    service: &Service,
+    i: u64,
+    applicant_name: String,
+) -> OutgoingRequest {
     OutgoingRequest {
         recipient: service.provider.clone(),
         service: service.number.clone(),
@@ -162,9 +170,9 @@ fn request_for(register: &Register, service: &Service, i: usize) -> OutgoingRequ
             position: "Chief specialist, public service centre".into(),
         },
         applicant: Applicant {
-            id_number: format!("{:014}", 31_203_850_000_000u64 + i as u64),
+            id_number: format!("{:014}", 31_203_850_000_000u64 + i),
             id_kind: "PINFL".into(),
-            full_name: format!("Applicant {i}"),
+            full_name: applicant_name,
             birth_date: "1985-03-12".into(),
             application: Some(Attachment {
                 name: "application.pdf".into(),
@@ -188,6 +196,10 @@ fn request_for(register: &Register, service: &Service, i: usize) -> OutgoingRequ
         application_received_at: Some(chrono::Utc::now()),
         ..Default::default()
     }
+}
+
+fn request_for(register: &Register, service: &Service, i: usize) -> OutgoingRequest {
+    sample_request(register, service, i as u64, format!("Applicant {i}"))
 }
 
 #[derive(Default)]

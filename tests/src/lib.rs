@@ -8,7 +8,7 @@
 //! the namespace's queues and exchanges; if a test panics first, `Drop` still
 //! deletes them.
 
-use mev_adapter::message::{Applicant, Attachment, Classification, Official, RequestedDocument};
+use mev_adapter::message::{Classification, Official};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::transport::{Outgoing, Route, Transport};
 use mev_adapter::{
@@ -406,35 +406,14 @@ impl Exchange {
     /// ends with `kind`, which the default replier answers with.
     pub fn request(&self, service: &Service, kind: &str) -> OutgoingRequest {
         let i = self.seq.fetch_add(1, Ordering::Relaxed);
-        OutgoingRequest {
-            recipient: service.provider.clone(),
-            service: service.number.clone(),
-            official: official(),
-            applicant: Applicant {
-                id_number: format!("{:014}", 31_203_850_000_000u64 + i),
-                id_kind: "PINFL".into(),
-                full_name: format!("Applicant {i} {kind}"),
-                birth_date: "1985-03-12".into(),
-                application: Some(Attachment {
-                    name: "application.pdf".into(),
-                    media_type: "application/pdf".into(),
-                    content: format!("%PDF-1.7 application no. {i}").into_bytes(),
-                }),
-            },
-            documents: service
-                .documents
-                .iter()
-                .map(|d| RequestedDocument {
-                    code: d.code.clone(),
-                    title: d.title.clone(),
-                })
-                .collect(),
-            payload_schema: service.request_schema.clone(),
-            payload: self.request_payload(service),
-            classification: Classification::PersonalData,
-            application_received_at: Some(chrono::Utc::now()),
-            ..Default::default()
-        }
+        let req = mev_broker::demo::sample_request(
+            &self.register,
+            service,
+            i,
+            format!("Applicant {i} {kind}"),
+        );
+        assert!(!req.payload.is_empty(), "a sample of the request schema");
+        req
     }
 
     /// A valid sample payload of `service`'s request schema.
@@ -447,22 +426,7 @@ impl Exchange {
     /// The header `sender` would sign for a valid request for `service`
     /// (to be spoiled by a test, then sealed or sent with `send_header`).
     pub fn request_header(&self, sender: &str, service: &Service) -> Header {
-        let req = self.request(service, "documents");
-        Header {
-            message_id: uuid::Uuid::now_v7().to_string(),
-            kind: Kind::Request as i32,
-            sender: sender.to_string(),
-            recipient: req.recipient,
-            service: req.service,
-            sent_at: Some(mev_proto::time::to_wire(chrono::Utc::now())),
-            official: Some(req.official),
-            applicant: Some(req.applicant),
-            documents: req.documents,
-            payload_schema: req.payload_schema,
-            classification: Classification::PersonalData as i32,
-            application_received_at: req.application_received_at.map(mev_proto::time::to_wire),
-            ..Default::default()
-        }
+        self.request(service, "documents").into_parts(sender).0
     }
 
     /// A valid not-held reply header from `sender` to `recipient` answering
