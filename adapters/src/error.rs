@@ -1,5 +1,6 @@
 //! The adapter's public error.
 
+use crate::store::StoreError;
 use crate::transport::TransportError;
 use mev_proto::{ErrorCode, Rejection};
 
@@ -22,6 +23,10 @@ pub enum AdapterError {
     /// The adapter shut down before the answer arrived.
     #[error("the adapter shut down before the answer arrived")]
     Closed,
+    /// The adapter's store (its outbox and dedup index) failed; the message
+    /// was not sent.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Waiting took longer than allowed.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),

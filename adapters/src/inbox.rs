@@ -2,9 +2,14 @@
 //! it, and dispatches it — receipts and replies to the callers waiting on
 //! them, requests to the handler (once per message id), notices and status
 //! updates to the events channel. A delivery is acked only once it is dealt
-//! with; a request's delivery only once its reply is confirmed by RabbitMQ.
+//! with: a request's delivery only once its reply is in the durable outbox
+//! and its id marked handled, in the same write transaction; anything else
+//! once its id is marked handled. So a redelivered message (a lost ack, a
+//! crash, a restart) is recognised by its id and not handled again.
+//! Receipt entries are recognised by the digest they name, so a repeated
+//! receipt for a message is surfaced once.
 
-use crate::dedup::Seen;
+use crate::dedup::{receipt_key, Claim};
 use crate::message::{AdapterEvent, IncomingReply, IncomingRequest, ReceiptInfo, ReplyBody};
 use crate::transport::{Consumer, Delivery, Transport};
 use crate::{AdapterError, Handler, Shared};
@@ -34,6 +39,8 @@ pub(crate) async fn run<T: Transport>(
         let handler = handler.clone();
         tokio::spawn(async move {
             dispatch(&shared, delivery, handler.as_deref()).await;
+            // Let go of the store before the shutdown can see this task done.
+            drop(shared);
             drop(permit);
         });
     }
@@ -57,66 +64,13 @@ async fn dispatch<T: Transport>(
             return;
         }
     };
-    let now = chrono::Utc::now();
-    let outcome = match opened.kind() {
-        Kind::Receipt => {
-            match opened.verify_as(
-                &shared.config.broker_id,
-                &shared.config.trust,
-                shared.config.verifier.as_ref(),
-                now,
-            ) {
-                Ok(_) => on_receipt(shared, &opened),
-                Err(r) => Err(r),
-            }
+    let handled = match opened.kind() {
+        Kind::Receipt => verify_broker(shared, &opened).and_then(|()| on_receipt(shared, &opened)),
+        Kind::Notice => verify_broker(shared, &opened).map(|()| on_notice(shared, &opened)),
+        Kind::Reply => {
+            verify_sender(shared, &opened).map(|()| on_reply(shared, &opened, &delivery.body))
         }
-        Kind::Notice => match opened.verify_as(
-            &shared.config.broker_id,
-            &shared.config.trust,
-            shared.config.verifier.as_ref(),
-            now,
-        ) {
-            Ok(_) => {
-                if let Ok(notice) = pb::Notice::decode(opened.envelope.payload.as_slice()) {
-                    emit(
-                        shared,
-                        AdapterEvent::Notice {
-                            header: opened.header.clone(),
-                            notice,
-                        },
-                    );
-                }
-                Ok(())
-            }
-            Err(r) => Err(r),
-        },
-        Kind::Reply => match verify_sender(shared, &opened) {
-            Ok(()) => {
-                on_reply(shared, opened, &delivery.body);
-                let _ = delivery.ack().await;
-                return;
-            }
-            Err(r) => Err(r),
-        },
-        Kind::Status => match verify_sender(shared, &opened) {
-            Ok(()) => {
-                if shared.dedup.claim(&opened.header.message_id) == Seen::New {
-                    shared.dedup.done(&opened.header.message_id);
-                    if let Ok(status) = pb::StatusUpdate::decode(opened.envelope.payload.as_slice())
-                    {
-                        emit(
-                            shared,
-                            AdapterEvent::Status {
-                                header: opened.header.clone(),
-                                status,
-                            },
-                        );
-                    }
-                }
-                Ok(())
-            }
-            Err(r) => Err(r),
-        },
+        Kind::Status => verify_sender(shared, &opened).map(|()| on_status(shared, &opened)),
         Kind::Request => match verify_sender(shared, &opened) {
             Ok(()) => {
                 on_request(shared, opened, delivery, handler).await;
@@ -129,10 +83,42 @@ async fn dispatch<T: Transport>(
             "unknown kind",
         )),
     };
-    if let Err(r) = outcome {
-        tracing::error!(agency = shared.agency(), id = %opened.header.message_id, rejection = %r, "message in inbox failed verification, dropped");
+    match handled {
+        Ok(claims) => mark_handled(shared, claims).await,
+        Err(r) => {
+            tracing::error!(agency = shared.agency(), id = %opened.header.message_id, rejection = %r, "message in inbox failed verification, dropped");
+        }
     }
     let _ = delivery.ack().await;
+}
+
+/// Marks what was just handled in the dedup index (durably, grouped with
+/// other commits), then releases the claims.
+async fn mark_handled<T: Transport>(shared: &Shared<T>, claims: Vec<Claim<'_>>) {
+    let keys: Vec<String> = claims
+        .iter()
+        .map(|c| c.key().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    if let Err(e) = shared.outbox.commit(Vec::new(), keys).await {
+        tracing::warn!(agency = shared.agency(), error = %e, "could not mark messages handled; a redelivery may surface them again");
+    }
+    drop(claims);
+}
+
+/// The exchange's signature (receipts and notices).
+fn verify_broker<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<(), Rejection> {
+    opened
+        .verify_as(
+            &shared.config.broker_id,
+            &shared.config.trust,
+            shared.config.verifier.as_ref(),
+            chrono::Utc::now(),
+        )
+        .map(|_| ())
 }
 
 fn emit<T: Transport>(shared: &Shared<T>, event: AdapterEvent) {
@@ -161,13 +147,23 @@ fn verify_sender<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<()
         .map(|_| ())
 }
 
-fn on_receipt<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<(), Rejection> {
+fn on_receipt<'a, T: Transport>(
+    shared: &'a Shared<T>,
+    opened: &Opened,
+) -> Result<Vec<Claim<'a>>, Rejection> {
     let receipt = pb::Receipt::decode(opened.envelope.payload.as_slice()).map_err(|e| {
         Rejection::new(
             mev_proto::ErrorCode::Malformed,
             format!("receipt payload: {e}"),
         )
     })?;
+    let mut claims = match shared.dedup.claim(&opened.header.message_id) {
+        Ok(c) => vec![c],
+        Err(seen) => {
+            tracing::debug!(id = %opened.header.message_id, ?seen, "repeated receipt dropped");
+            return Ok(Vec::new());
+        }
+    };
     let accepted_at = receipt
         .accepted_at
         .as_ref()
@@ -185,6 +181,7 @@ fn on_receipt<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<(), R
             reason: entry.reason,
             accepted_at,
         };
+        let claim = shared.dedup.claim(&receipt_key(&digest));
         let (waiter, reply_waiter) = {
             let mut p = shared.pending();
             let w = p.receipts.remove(&digest);
@@ -198,28 +195,73 @@ fn on_receipt<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<(), R
         if let (Some(rw), Some(rejection)) = (reply_waiter, info.rejection()) {
             let _ = rw.send(Err(AdapterError::Rejected(rejection)));
         }
-        match waiter {
-            Some(w) => {
+        match (waiter, claim) {
+            // A caller waits on this digest (it may have sent the same bytes
+            // again on purpose): it gets the receipt.
+            (Some(w), claim) => {
                 let _ = w.send(info);
+                claims.extend(claim.ok());
             }
-            None => emit(shared, AdapterEvent::Receipt(info)),
+            (None, Ok(claim)) => {
+                emit(shared, AdapterEvent::Receipt(info));
+                claims.push(claim);
+            }
+            (None, Err(seen)) => {
+                tracing::debug!(message_id = %info.message_id, ?seen, "receipt entry for a digest already receipted; not surfaced again");
+            }
         }
     }
-    Ok(())
+    Ok(claims)
 }
 
-fn on_reply<T: Transport>(shared: &Shared<T>, opened: Opened, raw: &[u8]) {
-    let id = opened.header.message_id.clone();
-    if shared.dedup.claim(&id) != Seen::New {
-        tracing::debug!(%id, "duplicate reply dropped");
-        return;
+fn on_notice<'a, T: Transport>(shared: &'a Shared<T>, opened: &Opened) -> Vec<Claim<'a>> {
+    let Ok(claim) = shared.dedup.claim(&opened.header.message_id) else {
+        tracing::debug!(id = %opened.header.message_id, "duplicate notice dropped");
+        return Vec::new();
+    };
+    if let Ok(notice) = pb::Notice::decode(opened.envelope.payload.as_slice()) {
+        emit(
+            shared,
+            AdapterEvent::Notice {
+                header: opened.header.clone(),
+                notice,
+            },
+        );
     }
-    shared.dedup.done(&id);
+    vec![claim]
+}
+
+fn on_status<'a, T: Transport>(shared: &'a Shared<T>, opened: &Opened) -> Vec<Claim<'a>> {
+    let Ok(claim) = shared.dedup.claim(&opened.header.message_id) else {
+        tracing::debug!(id = %opened.header.message_id, "duplicate status update dropped");
+        return Vec::new();
+    };
+    if let Ok(status) = pb::StatusUpdate::decode(opened.envelope.payload.as_slice()) {
+        emit(
+            shared,
+            AdapterEvent::Status {
+                header: opened.header.clone(),
+                status,
+            },
+        );
+    }
+    vec![claim]
+}
+
+fn on_reply<'a, T: Transport>(
+    shared: &'a Shared<T>,
+    opened: &Opened,
+    raw: &[u8],
+) -> Vec<Claim<'a>> {
+    let Ok(claim) = shared.dedup.claim(&opened.header.message_id) else {
+        tracing::debug!(id = %opened.header.message_id, "duplicate reply dropped");
+        return Vec::new();
+    };
     let Some(body) = ReplyBody::from_wire(&opened.header, opened.envelope.payload.clone()) else {
-        return;
+        return vec![claim];
     };
     let reply = IncomingReply {
-        header: opened.header,
+        header: opened.header.clone(),
         body,
         envelope: raw.to_vec(),
     };
@@ -232,6 +274,7 @@ fn on_reply<T: Transport>(shared: &Shared<T>, opened: Opened, raw: &[u8]) {
         }
         None => emit(shared, AdapterEvent::Reply(reply)),
     }
+    vec![claim]
 }
 
 async fn on_request<T: Transport>(
@@ -248,14 +291,14 @@ async fn on_request<T: Transport>(
         let _ = delivery.requeue().await;
         return;
     };
-    match shared.dedup.claim(&id) {
-        Seen::Done | Seen::InProgress => {
+    let claim = match shared.dedup.claim(&id) {
+        Ok(c) => c,
+        Err(_) => {
             // Handled (or being handled by the first copy): this copy is a redelivery.
             let _ = delivery.ack().await;
             return;
         }
-        Seen::New => {}
-    }
+    };
     let request_header = opened.header.clone();
     let body = handler
         .handle(IncomingRequest {
@@ -281,14 +324,18 @@ async fn on_request<T: Transport>(
         reply: Some(outcome),
         ..Default::default()
     };
-    match shared.seal_and_send(reply, payload).await {
-        Ok(_) => {
-            shared.dedup.done(&id);
+    // The reply in the outbox and the request marked handled: one transaction.
+    let stored = match shared.seal_for_ingress(reply, payload) {
+        Ok((message, _)) => shared.outbox.commit(vec![message], vec![id.clone()]).await,
+        Err(e) => Err(e),
+    };
+    drop(claim);
+    match stored {
+        Ok(()) => {
             let _ = delivery.ack().await;
         }
         Err(e) => {
-            tracing::warn!(agency = shared.agency(), %id, error = %e, "reply not sent; request returned to the queue");
-            shared.dedup.release(&id);
+            tracing::warn!(agency = shared.agency(), %id, error = %e, "reply not stored; request returned to the queue");
             let _ = delivery.requeue().await;
         }
     }

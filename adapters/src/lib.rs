@@ -7,6 +7,13 @@
 //! to end, the exchange's signature on receipts), and no message is handed to
 //! a handler twice.
 //!
+//! Delivery is guaranteed (KZ order §9; Tatarstan §1.3): whatever the adapter
+//! sends is written to its durable outbox before the send returns, and is
+//! published from there until RabbitMQ confirms it, across outages of the
+//! link or the exchange and restarts of the process (give it a
+//! [`AdapterConfig::data_dir`]). Receivers drop the copies this may produce
+//! by message id.
+//!
 //! ```no_run
 //! # async fn demo(config: mev_adapter::AdapterConfig) -> Result<(), mev_adapter::AdapterError> {
 //! use mev_adapter::{Adapter, transport::amqp::{Amqp, AmqpConfig}};
@@ -19,18 +26,30 @@
 //! - [`transport`]: the transport trait, RabbitMQ and embedded implementations.
 //! - [`message`]: the plain values an agency sends and receives.
 //! - `inbox`: the loop that verifies and dispatches what arrives.
-//! - `dedup`: which message ids were already handled.
+//! - `outbox`: the durable outbox: the group-committing writer task and the
+//!   drain task that publishes it with retries and backoff.
+//! - `store`: the redb database (outbox, dedup index); the only module that
+//!   touches it.
+//! - `dedup`: which message ids were already handled (on disk) or are being
+//!   handled (in memory).
+//! - [`error`]: the adapter's errors.
 
 mod dedup;
 pub mod error;
 mod inbox;
 pub mod message;
+mod outbox;
+mod store;
 pub mod transport;
+
+#[cfg(test)]
+mod tests;
 
 pub use error::AdapterError;
 pub use message::{
     AdapterEvent, IncomingReply, IncomingRequest, OutgoingRequest, ReceiptInfo, ReplyBody,
 };
+pub use store::StoreError;
 
 use mev_proto::crypto::{Identity, SignatureVerifier};
 use mev_proto::envelope::{self, Limits};
@@ -39,6 +58,7 @@ use mev_proto::trust::TrustStore;
 use prost::Message;
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -93,10 +113,18 @@ pub struct AdapterConfig {
     pub dedup_retention: Duration,
     /// The official named in replies this adapter sends (UZ annex 2 §14 item 7).
     pub official: pb::Official,
+    /// Where the outbox and the dedup index are kept: the file
+    /// `<data_dir>/adapter-<agency>.redb`. `None` (the default) keeps them
+    /// in memory: nothing unsent survives the process.
+    pub data_dir: Option<PathBuf>,
+    /// How long [`Adapter::shutdown`] lets the outbox drain before it stops
+    /// (what is left stays on disk for the next start). Default 5 s.
+    pub shutdown_flush: Duration,
 }
 
 impl AdapterConfig {
-    /// A config with default limits, prefetch 64 and a 7-day dedup window.
+    /// A config with default limits, prefetch 64, a 7-day dedup window and
+    /// the outbox in memory (see [`AdapterConfig::with_data_dir`]).
     pub fn new(
         identity: Identity,
         trust: Arc<TrustStore>,
@@ -115,7 +143,15 @@ impl AdapterConfig {
                 full_name: "Automated information system".into(),
                 position: "system".into(),
             },
+            data_dir: None,
+            shutdown_flush: Duration::from_secs(5),
         }
+    }
+
+    /// The same config, keeping the outbox and the dedup index on disk in `dir`.
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
     }
 }
 
@@ -132,6 +168,7 @@ pub(crate) struct Shared<T: Transport> {
     config: AdapterConfig,
     pending: Mutex<Pending>,
     dedup: dedup::Dedup,
+    outbox: outbox::Outbox,
     events: mpsc::Sender<AdapterEvent>,
 }
 
@@ -144,12 +181,12 @@ impl<T: Transport> Shared<T> {
         &self.config.identity.agency
     }
 
-    /// Signs `header` + `payload` and publishes it to the ingress, awaiting the confirm.
-    async fn seal_and_send(
+    /// Signs `header` + `payload` into a message for the ingress, and its digest.
+    fn seal_for_ingress(
         &self,
         header: Header,
         payload: Vec<u8>,
-    ) -> Result<[u8; 32], AdapterError> {
+    ) -> Result<(Outgoing, [u8; 32]), AdapterError> {
         let id = header.message_id.clone();
         let env = envelope::seal(
             header,
@@ -158,14 +195,12 @@ impl<T: Transport> Shared<T> {
             &self.config.identity.certificate_chain,
         )?;
         let digest = envelope::sha256(&env.header);
-        self.transport
-            .publish(Outgoing {
-                route: Route::Ingress,
-                body: env.encode_to_vec().into(),
-                message_id: id,
-            })
-            .await?;
-        Ok(digest)
+        let message = Outgoing {
+            route: Route::Ingress,
+            body: env.encode_to_vec().into(),
+            message_id: id,
+        };
+        Ok((message, digest))
     }
 }
 
@@ -198,23 +233,58 @@ impl RequestHandle {
 pub struct Adapter<T: Transport> {
     shared: Arc<Shared<T>>,
     shutdown: watch::Sender<bool>,
+    stop_drain: watch::Sender<bool>,
     inbox_task: Option<tokio::task::JoinHandle<()>>,
+    drain_task: Option<tokio::task::JoinHandle<()>>,
+    writer_task: Option<tokio::task::JoinHandle<()>>,
     events: Mutex<Option<mpsc::Receiver<AdapterEvent>>>,
+    #[cfg(test)]
+    store: Arc<store::Store>,
 }
 
 impl<T: Transport> Adapter<T> {
-    /// Connects as `config.identity.agency`: consumes the agency's inbox
-    /// (declared by the exchange) and, with a handler, serves requests.
+    /// Connects as `config.identity.agency`: opens its store (the outbox and
+    /// the dedup index), starts draining what is left in the outbox from an
+    /// earlier run, consumes the agency's inbox (declared by the exchange)
+    /// and, with a handler, serves requests.
+    ///
+    /// Succeeds while RabbitMQ is unreachable: the inbox is consumed and the
+    /// outbox drained once the link is up. Fails on a store that cannot be
+    /// opened and on a missing inbox queue or refused access.
     pub async fn connect<H: Handler>(
         transport: T,
         config: AdapterConfig,
         handler: Option<H>,
     ) -> Result<Self, AdapterError> {
-        let inbox = transport.names().inbox_queue(&config.identity.agency);
-        let consumer = transport.consume(&inbox, config.prefetch).await?;
+        let agency = config.identity.agency.clone();
+        let store = {
+            let dir = config.data_dir.clone();
+            let agency = agency.clone();
+            tokio::task::spawn_blocking(move || store::Store::open(dir.as_deref(), &agency))
+                .await
+                .map_err(|e| StoreError::Database(format!("opening the store panicked: {e}")))??
+        };
+        let store = Arc::new(store);
+        let (outbox, writer_task) = outbox::Outbox::start(store.clone(), config.dedup_retention)?;
+        let inbox = transport.names().inbox_queue(&agency);
+        let consumer = match transport.consume(&inbox, config.prefetch).await {
+            Ok(c) => c,
+            Err(e) => {
+                outbox.close().await;
+                let _ = writer_task.await;
+                return Err(e.into());
+            }
+        };
+        let (stop_drain, stop_drain_rx) = watch::channel(false);
+        let drain_task = tokio::spawn(outbox::drain(
+            transport.clone(),
+            outbox.drain_parts(store.clone()),
+            stop_drain_rx,
+        ));
         let (events_tx, events_rx) = mpsc::channel(4096);
         let shared = Arc::new(Shared {
-            dedup: dedup::Dedup::new(config.dedup_retention),
+            dedup: dedup::Dedup::new(store.clone()),
+            outbox,
             transport,
             config,
             pending: Mutex::new(Pending::default()),
@@ -226,9 +296,19 @@ impl<T: Transport> Adapter<T> {
         Ok(Adapter {
             shared,
             shutdown,
+            stop_drain,
             inbox_task: Some(inbox_task),
+            drain_task: Some(drain_task),
+            writer_task: Some(writer_task),
             events: Mutex::new(Some(events_rx)),
+            #[cfg(test)]
+            store,
         })
+    }
+
+    /// The transport this adapter sends and receives over.
+    pub fn transport(&self) -> &T {
+        &self.shared.transport
     }
 
     /// This agency's id.
@@ -242,7 +322,8 @@ impl<T: Transport> Adapter<T> {
         self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Signs and sends a request; returns once RabbitMQ has confirmed it.
+    /// Signs and sends a request; returns once it is in the durable outbox
+    /// (not waiting for RabbitMQ: see [`Adapter::flush`]).
     pub async fn send_request(&self, req: OutgoingRequest) -> Result<RequestHandle, AdapterError> {
         let (header, payload) = req.into_parts(self.agency());
         mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
@@ -260,10 +341,10 @@ impl<T: Transport> Adapter<T> {
         self.send_raw(bytes).await
     }
 
-    /// Publishes already encoded envelope bytes as they are, and waits for
-    /// the receipt by the digest of their header (for tests and tools that
-    /// must produce tampered or unusual messages). Bytes that are not an
-    /// envelope get a handle whose receipt never comes.
+    /// Puts already encoded envelope bytes in the outbox as they are, and
+    /// waits for the receipt by the digest of their header (for tests and
+    /// tools that must produce tampered or unusual messages). Bytes that are
+    /// not an envelope get a handle whose receipt never comes.
     pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<RequestHandle, AdapterError> {
         let (id, digest) = match mev_proto::Envelope::decode(bytes.as_slice()) {
             Ok(env) => {
@@ -281,20 +362,16 @@ impl<T: Transport> Adapter<T> {
             p.receipts.insert(digest, rtx);
             p.replies.insert(id.clone(), ptx);
         }
-        let sent = self
-            .shared
-            .transport
-            .publish(Outgoing {
-                route: Route::Ingress,
-                body: bytes.into(),
-                message_id: id.clone(),
-            })
-            .await;
-        if let Err(e) = sent {
+        let message = Outgoing {
+            route: Route::Ingress,
+            body: bytes.into(),
+            message_id: id.clone(),
+        };
+        if let Err(e) = self.shared.outbox.commit(vec![message], Vec::new()).await {
             let mut p = self.shared.pending();
             p.receipts.remove(&digest);
             p.replies.remove(&id);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(RequestHandle {
             message_id: id,
@@ -315,7 +392,8 @@ impl<T: Transport> Adapter<T> {
         .encode_to_vec())
     }
 
-    /// Sends a status update about an application to another agency (KZ order §5.1, §8).
+    /// Sends a status update about an application to another agency (KZ
+    /// order §5.1, §8); returns its digest once it is in the durable outbox.
     pub async fn send_status(
         &self,
         recipient: &str,
@@ -336,9 +414,11 @@ impl<T: Transport> Adapter<T> {
             ..Default::default()
         };
         mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
-        self.shared
-            .seal_and_send(header, status.encode_to_vec())
-            .await
+        let (message, digest) = self
+            .shared
+            .seal_for_ingress(header, status.encode_to_vec())?;
+        self.shared.outbox.commit(vec![message], Vec::new()).await?;
+        Ok(digest)
     }
 
     /// How many requests await a receipt or a reply.
@@ -346,17 +426,66 @@ impl<T: Transport> Adapter<T> {
         self.shared.pending().replies.len()
     }
 
-    /// Stops consuming, lets handlers in progress finish, and closes.
+    /// Messages in the outbox (on disk) not yet confirmed by RabbitMQ.
+    pub fn outbox_depth(&self) -> u64 {
+        self.shared.outbox.depth()
+    }
+
+    /// Waits until RabbitMQ has confirmed everything sent so far (the
+    /// outbox is empty), for at most `timeout`
+    /// ([`AdapterError::Timeout`] after it; nothing is lost).
+    pub async fn flush(&self, timeout: Duration) -> Result<(), AdapterError> {
+        self.shared.outbox.flush(timeout).await
+    }
+
+    /// Stops consuming, lets handlers in progress finish (their replies go
+    /// to the outbox), lets the outbox drain for up to
+    /// [`AdapterConfig::shutdown_flush`], stops the drain and closes the
+    /// store. What RabbitMQ has not confirmed stays in the outbox for the
+    /// next start (with a [`AdapterConfig::data_dir`]).
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.inbox_task.take() {
             let _ = task.await;
         }
+        if self.outbox_depth() > 0 {
+            let grace = self.shared.config.shutdown_flush;
+            if self.flush(grace).await.is_err() {
+                tracing::warn!(
+                    agency = self.agency(),
+                    left = self.outbox_depth(),
+                    "outbox not drained at shutdown; kept for the next start"
+                );
+            }
+        }
+        let _ = self.stop_drain.send(true);
+        if let Some(mut task) = self.drain_task.take() {
+            // A publish in progress is let finish, within reason; what it
+            // did not get confirmed stays in the outbox.
+            if tokio::time::timeout(Duration::from_secs(10), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        self.shared.outbox.close().await;
+        if let Some(task) = self.writer_task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// The store (tests: counting its durable commits).
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &store::Store {
+        &self.store
     }
 }
 
 impl<T: Transport> Drop for Adapter<T> {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        let _ = self.stop_drain.send(true);
     }
 }

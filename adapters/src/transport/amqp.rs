@@ -2,6 +2,7 @@
 //! publisher confirms, manual acks, bounded prefetch.
 //!
 //! The connection is opened lazily and re-opened after it is lost; a consumer
+//! started while RabbitMQ is unreachable subscribes once it is back, and one
 //! re-subscribes on its own after a reconnection (RabbitMQ redelivers what was
 //! unacked, flagged `redelivered`). Publishes whose confirm was lost fail with
 //! [`TransportError::Connection`]; callers keep them (the outboxes) and publish
@@ -359,28 +360,44 @@ impl Transport for Amqp {
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, TransportError> {
-        // The first subscription fails fast (a missing queue, refused access);
-        // later ones retry until the link is back.
-        let mut stream = self.subscribe(queue, prefetch).await?;
+        // The first subscription fails fast on what waiting will not mend (a
+        // missing queue, refused access); while the link is down it starts
+        // the retry loop instead, so an adapter can start offline. Later
+        // subscriptions retry until the link is back.
+        let first = match self.subscribe(queue, prefetch).await {
+            Ok(s) => Some(s),
+            Err(TransportError::Connection(e)) => {
+                tracing::warn!(%queue, error = %e, "message broker unreachable; consuming once it is back");
+                self.reset().await;
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let (tx, rx) = mpsc::channel(prefetch.max(1) as usize);
         let this = self.clone();
         let queue = queue.to_string();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            let mut current = first;
             loop {
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(d) => {
-                            backoff = Duration::from_millis(100);
-                            let delivery =
-                                Delivery::new(d.data, d.redelivered, Box::new(AmqpAck(d.acker)));
-                            if tx.send(delivery).await.is_err() {
-                                return;
+                if let Some(mut stream) = current.take() {
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(d) => {
+                                backoff = Duration::from_millis(100);
+                                let delivery = Delivery::new(
+                                    d.data,
+                                    d.redelivered,
+                                    Box::new(AmqpAck(d.acker)),
+                                );
+                                if tx.send(delivery).await.is_err() {
+                                    return;
+                                }
                             }
-                        }
-                        Err(e) => {
-                            tracing::warn!(%queue, error = %e, "consumer interrupted");
-                            break;
+                            Err(e) => {
+                                tracing::warn!(%queue, error = %e, "consumer interrupted");
+                                break;
+                            }
                         }
                     }
                 }
@@ -388,22 +405,23 @@ impl Transport for Amqp {
                     return;
                 }
                 loop {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    if tx.is_closed() {
-                        return;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tx.closed() => return,
                     }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     match this.subscribe(&queue, prefetch).await {
                         Ok(s) => {
-                            tracing::info!(%queue, "consumer resubscribed");
-                            stream = s;
+                            tracing::info!(%queue, "consumer subscribed");
+                            current = Some(s);
                             break;
                         }
+                        Err(TransportError::Connection(e)) => {
+                            tracing::debug!(%queue, error = %e, "subscribe failed; link down");
+                            this.reset().await;
+                        }
                         Err(e) => {
-                            tracing::debug!(%queue, error = %e, "resubscribe failed");
-                            if matches!(e, TransportError::Connection(_)) {
-                                this.reset().await;
-                            }
+                            tracing::warn!(%queue, error = %e, "subscribe failed");
                         }
                     }
                 }

@@ -1,0 +1,463 @@
+//! The durable outbox: every message the adapter sends is on disk before the
+//! send returns, and is published from there until RabbitMQ confirms it.
+//!
+//! - The **writer** task takes the enqueue requests of all callers (requests,
+//!   status updates, the inbox loop's replies with their request marked
+//!   handled, dedup marks) and writes every request waiting in its channel in
+//!   ONE durable write transaction (group commit: one fsync for many
+//!   messages), then answers each caller and wakes the drain.
+//! - The **drain** task publishes the outbox in sequence order, up to
+//!   [`BATCH`] messages with their confirms in flight together, removes what
+//!   was confirmed (lazily: losing a removal only re-publishes, and receivers
+//!   drop duplicates by message id), and after a failure (connection down,
+//!   nack, unroutable) waits a capped, jittered exponential [`backoff`]
+//!   before trying again. What is in the outbox at start (after a crash or
+//!   an outage) is drained the same way.
+
+use crate::error::AdapterError;
+use crate::store::{self, Store, StoreError};
+use crate::transport::{Outgoing, Transport};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+/// Messages published together by the drain.
+pub(crate) const BATCH: usize = 256;
+/// Enqueue requests written in one transaction at most.
+const MAX_GROUP: usize = 1024;
+/// The first retry delay after a failed publish.
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest retry delay.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Dedup keys forgotten per pruning pass at most.
+const PRUNE_LIMIT: usize = 10_000;
+
+struct WriteReq {
+    messages: Vec<Outgoing>,
+    handled: Vec<String>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+enum Msg {
+    Write(WriteReq),
+    Close,
+}
+
+/// The enqueueing side of the outbox.
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Msg>,
+    depth: Arc<watch::Sender<u64>>,
+    notify: Arc<Notify>,
+}
+
+/// What the drain task needs.
+pub(crate) struct DrainParts {
+    pub store: Arc<Store>,
+    pub depth: Arc<watch::Sender<u64>>,
+    pub notify: Arc<Notify>,
+}
+
+impl Outbox {
+    /// Starts the writer over `store`; dedup keys older than `retention`
+    /// are pruned now and then.
+    pub(crate) fn start(
+        store: Arc<Store>,
+        retention: Duration,
+    ) -> Result<(Outbox, JoinHandle<()>), StoreError> {
+        let outbox = Self::unstarted(&store)?;
+        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        let writer = tokio::spawn(writer(
+            store,
+            rx,
+            outbox.depth.clone(),
+            outbox.notify.clone(),
+            retention,
+        ));
+        Ok((Outbox { tx, ..outbox }, writer))
+    }
+
+    fn unstarted(store: &Store) -> Result<Outbox, StoreError> {
+        let (depth, _) = watch::channel(store.outbox_len()?);
+        let (tx, _) = mpsc::channel(1);
+        Ok(Outbox {
+            tx,
+            depth: Arc::new(depth),
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The parts the drain task shares with this outbox.
+    pub(crate) fn drain_parts(&self, store: Arc<Store>) -> DrainParts {
+        DrainParts {
+            store,
+            depth: self.depth.clone(),
+            notify: self.notify.clone(),
+        }
+    }
+
+    /// Puts `messages` in the outbox and marks `handled` keys as handled,
+    /// atomically and durably; returns once that is on disk.
+    pub(crate) async fn commit(
+        &self,
+        messages: Vec<Outgoing>,
+        handled: Vec<String>,
+    ) -> Result<(), AdapterError> {
+        let rx = self.enqueue(messages, handled).await?;
+        rx.await
+            .map_err(|_| AdapterError::Closed)?
+            .map_err(AdapterError::Store)
+    }
+
+    async fn enqueue(
+        &self,
+        messages: Vec<Outgoing>,
+        handled: Vec<String>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, AdapterError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Write(WriteReq {
+                messages,
+                handled,
+                done,
+            }))
+            .await
+            .map_err(|_| AdapterError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Messages on disk not yet confirmed by RabbitMQ.
+    pub(crate) fn depth(&self) -> u64 {
+        *self.depth.borrow()
+    }
+
+    /// Waits until the outbox is empty, for at most `timeout`.
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<(), AdapterError> {
+        let mut rx = self.depth.subscribe();
+        let drained = tokio::time::timeout(timeout, async {
+            let _ = rx.wait_for(|d| *d == 0).await;
+        })
+        .await;
+        drained.map_err(|_| AdapterError::Timeout("the outbox to drain"))
+    }
+
+    /// Stops the writer once what is already queued is written.
+    pub(crate) async fn close(&self) {
+        let _ = self.tx.send(Msg::Close).await;
+    }
+}
+
+async fn writer(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Msg>,
+    depth: Arc<watch::Sender<u64>>,
+    notify: Arc<Notify>,
+    retention: Duration,
+) {
+    let prune_every = (retention / 16).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut last_prune: Option<Instant> = None;
+    loop {
+        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
+            last_prune = Some(Instant::now());
+            let cutoff = store::now_ms().saturating_sub(retention.as_millis() as u64);
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.prune(cutoff, PRUNE_LIMIT)).await {
+                Ok(Ok(n)) if n == PRUNE_LIMIT => last_prune = None,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "pruning the dedup index failed"),
+                Err(e) => tracing::warn!(error = %e, "pruning the dedup index panicked"),
+            }
+        }
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut group = Vec::new();
+        let mut closing = false;
+        match first {
+            Msg::Write(w) => group.push(w),
+            Msg::Close => closing = true,
+        }
+        while !closing && group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Write(w)) => group.push(w),
+                Ok(Msg::Close) => closing = true,
+                Err(_) => break,
+            }
+        }
+        if !group.is_empty() {
+            write_group(&store, group, &depth, &notify).await;
+        }
+        if closing {
+            break;
+        }
+    }
+}
+
+/// Writes a group of requests in one durable transaction and answers each.
+async fn write_group(
+    store: &Arc<Store>,
+    group: Vec<WriteReq>,
+    depth: &watch::Sender<u64>,
+    notify: &Notify,
+) {
+    let mut messages = Vec::new();
+    let mut handled = Vec::new();
+    let mut waiters = Vec::with_capacity(group.len());
+    for w in group {
+        messages.extend(w.messages);
+        handled.extend(w.handled);
+        waiters.push(w.done);
+    }
+    let n = messages.len() as u64;
+    // Counted before the commit, so the drain never removes what is not counted yet.
+    depth.send_modify(|d| *d += n);
+    let s = store.clone();
+    let result =
+        tokio::task::spawn_blocking(move || s.commit(&messages, &handled, store::now_ms()))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Database(format!("the commit panicked: {e}"))));
+    match &result {
+        Ok(()) if n > 0 => notify.notify_one(),
+        Ok(()) => {}
+        Err(e) => {
+            tracing::error!(error = %e, messages = n, "outbox commit failed");
+            depth.send_modify(|d| *d = d.saturating_sub(n));
+        }
+    }
+    for w in waiters {
+        let _ = w.send(result.clone());
+    }
+}
+
+/// A small xorshift generator for the jitter (`rand` is not a dependency).
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    /// Seeded from the clock.
+    pub(crate) fn from_clock() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Jitter(nanos | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// The delay before retry number `attempt` (0-based): [`BACKOFF_MIN`]
+/// doubling per attempt, ±25 % jitter, never above [`BACKOFF_MAX`].
+pub(crate) fn backoff(attempt: u32, jitter: &mut Jitter) -> Duration {
+    let base = BACKOFF_MIN.saturating_mul(1u32 << attempt.min(16));
+    let base = base.min(BACKOFF_MAX);
+    // A factor in [0.75, 1.25).
+    let factor = 0.75 + (jitter.next() >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+    base.mul_f64(factor).min(BACKOFF_MAX)
+}
+
+/// Publishes the outbox until `stop` is set (or its sender dropped).
+pub(crate) async fn drain<T: Transport>(
+    transport: T,
+    parts: DrainParts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let DrainParts {
+        store,
+        depth,
+        notify,
+    } = parts;
+    let mut jitter = Jitter::from_clock();
+    let mut attempt = 0u32;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let s = store.clone();
+        let batch = match tokio::task::spawn_blocking(move || s.outbox_batch(BATCH)).await {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading the outbox failed");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the outbox panicked");
+                None
+            }
+        };
+        let failed = match batch {
+            None => true,
+            Some(b) if b.is_empty() => {
+                // Woken by the writer after its next commit.
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Some(b) => publish(&transport, &store, &depth, b).await,
+        };
+        if !failed {
+            attempt = 0;
+            continue;
+        }
+        let wait = backoff(attempt, &mut jitter);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Publishes one batch and removes what was confirmed; true if any failed.
+async fn publish<T: Transport>(
+    transport: &T,
+    store: &Arc<Store>,
+    depth: &watch::Sender<u64>,
+    batch: Vec<store::Entry>,
+) -> bool {
+    let (seqs, messages): (Vec<u64>, Vec<Outgoing>) =
+        batch.into_iter().map(|e| (e.seq, e.message)).unzip();
+    let n = messages.len();
+    let results = transport.publish_batch(messages).await;
+    let mut confirmed = Vec::with_capacity(n);
+    let mut first_error = None;
+    let mut failures = 0usize;
+    for (i, seq) in seqs.iter().enumerate() {
+        match results.get(i) {
+            Some(Ok(())) => confirmed.push(*seq),
+            Some(Err(e)) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            None => {
+                failures += 1;
+                first_error.get_or_insert_with(|| "no result from the transport".into());
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        tracing::warn!(%error, failed = failures, of = n, "outbox publish failed; will retry");
+    }
+    if !confirmed.is_empty() {
+        // The removal that empties the outbox is made durable, so a restart
+        // after a quiet period does not re-publish what was long confirmed.
+        let durable = *depth.borrow() <= confirmed.len() as u64;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.remove(&confirmed, durable)).await {
+            Ok(Ok(removed)) => depth.send_modify(|d| *d = d.saturating_sub(removed)),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "removing confirmed messages from the outbox failed");
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "removing confirmed messages panicked");
+                return true;
+            }
+        }
+    }
+    failures > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Route;
+
+    fn msg(i: u32) -> Outgoing {
+        Outgoing {
+            route: Route::Ingress,
+            body: i.to_le_bytes().to_vec().into(),
+            message_id: format!("m{i}"),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut j = Jitter::from_clock();
+        for _ in 0..200 {
+            let first = backoff(0, &mut j);
+            assert!(
+                first >= Duration::from_micros(37_500) && first < Duration::from_micros(62_500)
+            );
+            let fourth = backoff(3, &mut j);
+            assert!(fourth >= Duration::from_millis(300) && fourth < Duration::from_millis(500));
+            for attempt in [7, 8, 20, 64, u32::MAX] {
+                let d = backoff(attempt, &mut j);
+                assert!(d <= BACKOFF_MAX, "{d:?}");
+                assert!(d >= BACKOFF_MAX.mul_f64(0.75), "{d:?}");
+            }
+        }
+        // Each attempt within ±25 % of 50 ms × 2^attempt, capped at 5 s.
+        for attempt in 0..20u32 {
+            let base = Duration::from_millis(50 << attempt).min(BACKOFF_MAX);
+            for _ in 0..50 {
+                let d = backoff(attempt, &mut j);
+                assert!(d >= base.mul_f64(0.75), "{attempt}: {d:?}");
+                assert!(d <= base.mul_f64(1.25).min(BACKOFF_MAX), "{attempt}: {d:?}");
+            }
+        }
+        // The jitter spreads the delays.
+        let spread: std::collections::BTreeSet<_> = (0..50).map(|_| backoff(5, &mut j)).collect();
+        assert!(spread.len() > 10);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn group_commit_writes_waiting_requests_in_one_transaction() {
+        let store = Arc::new(Store::open(None, "A").unwrap());
+        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600)).unwrap();
+        // On one thread the writer cannot run until this task yields: every
+        // request below is waiting in its channel when it does.
+        let mut waiters = Vec::new();
+        for i in 0..300u32 {
+            let rx = outbox
+                .enqueue(vec![msg(i)], vec![format!("h{i}")])
+                .await
+                .unwrap();
+            waiters.push(rx);
+        }
+        for rx in waiters {
+            rx.await.unwrap().unwrap();
+        }
+        assert_eq!(store.durable_commits(), 1, "one fsync for 300 messages");
+        assert_eq!(store.outbox_len().unwrap(), 300);
+        assert_eq!(outbox.depth(), 300);
+        assert!(store.handled("h299").unwrap());
+        outbox.close().await;
+        writer.await.unwrap();
+        assert!(matches!(
+            outbox.commit(vec![msg(1)], vec![]).await,
+            Err(AdapterError::Closed)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_senders_share_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(Some(dir.path()), "A").unwrap());
+        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600)).unwrap();
+        let outbox = Arc::new(outbox);
+        let tasks: Vec<_> = (0..400u32)
+            .map(|i| {
+                let o = outbox.clone();
+                tokio::spawn(async move { o.commit(vec![msg(i)], vec![]).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let commits = store.durable_commits();
+        eprintln!("400 concurrent sends in {commits} durable commits");
+        assert!(commits < 100, "{commits} commits for 400 sends");
+        assert_eq!(store.outbox_len().unwrap(), 400);
+        outbox.close().await;
+        writer.await.unwrap();
+    }
+}

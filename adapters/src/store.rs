@@ -1,0 +1,409 @@
+//! The adapter's on-disk state in redb. This module owns the database; the
+//! rest of the adapter sees [`Store`]: the outbox of messages not yet
+//! confirmed by RabbitMQ, and the dedup index of message ids (and receipt
+//! digests) already handled, with a time index to forget them after the
+//! retention window.
+//!
+//! The file is `<data_dir>/adapter-<agency>.redb`; without a data dir the
+//! database lives in memory (nothing survives the process).
+//!
+//! Tables:
+//! - `outbox`: `u64` sequence → record: a version byte, a route tag byte
+//!   (0 ingress, 1 inbox, 2 queue), the route name and the message id (each a
+//!   `u32` little-endian length and UTF-8 bytes), then the envelope bytes;
+//! - `dedup`: key (a message id, or `digest:<hex>` for a receipt entry) →
+//!   when it was handled (ms since the epoch);
+//! - `dedup_by_time`: (handled-at ms, key) → `()`, to prune old keys in order.
+
+use crate::transport::{Outgoing, Route};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
+const DEDUP_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_by_time");
+
+/// The outbox record format written by this version.
+const RECORD_V1: u8 = 1;
+
+/// A failure of the adapter's store (its redb database).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be created or opened (a bad path, or
+    /// another process or adapter has it open).
+    #[error("cannot open the adapter's store {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    /// A transaction, a table or the storage failed.
+    #[error("adapter store: {0}")]
+    Database(String),
+    /// An outbox record does not decode.
+    #[error("corrupt outbox record {0}")]
+    Corrupt(u64),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// One message of the outbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub seq: u64,
+    pub message: Outgoing,
+}
+
+/// The adapter's database.
+pub(crate) struct Store {
+    db: Database,
+    /// The next outbox sequence. Only the outbox writer inserts, so sequences
+    /// follow commit order.
+    next_seq: AtomicU64,
+    /// Durable (fsynced) write transactions committed so far.
+    durable_commits: AtomicU64,
+}
+
+/// Milliseconds since the epoch now.
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// The file of `agency`'s store under `dir`.
+pub(crate) fn file_of(dir: &Path, agency: &str) -> PathBuf {
+    let safe: String = agency
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("adapter-{safe}.redb"))
+}
+
+impl Store {
+    /// Opens (or creates) `agency`'s store in `data_dir`, or one in memory.
+    pub(crate) fn open(data_dir: Option<&Path>, agency: &str) -> Result<Store, StoreError> {
+        let db = match data_dir {
+            Some(dir) => {
+                let path = file_of(dir, agency);
+                let failed = |reason: String| StoreError::Open {
+                    path: path.clone(),
+                    reason,
+                };
+                std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+                Database::create(&path).map_err(|e| failed(e.to_string()))?
+            }
+            None => {
+                Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?
+            }
+        };
+        let tx = db.begin_write()?;
+        let next_seq = {
+            let outbox = tx.open_table(OUTBOX)?;
+            tx.open_table(DEDUP)?;
+            tx.open_table(DEDUP_BY_TIME)?;
+            let last = outbox.last()?.map(|(k, _)| k.value());
+            last.map_or(0, |s| s + 1)
+        };
+        tx.commit()?;
+        Ok(Store {
+            db,
+            next_seq: AtomicU64::new(next_seq),
+            durable_commits: AtomicU64::new(0),
+        })
+    }
+
+    /// In one durable write transaction (one fsync): appends `messages` to
+    /// the outbox and marks `handled` keys as handled at `now_ms`.
+    pub(crate) fn commit(
+        &self,
+        messages: &[Outgoing],
+        handled: &[String],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            for m in messages {
+                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                outbox.insert(seq, encode(m).as_slice())?;
+            }
+            let mut dedup = tx.open_table(DEDUP)?;
+            let mut by_time = tx.open_table(DEDUP_BY_TIME)?;
+            for key in handled.iter().filter(|k| !k.is_empty()) {
+                let old = dedup.insert(key.as_str(), now_ms)?.map(|v| v.value());
+                if let Some(old) = old.filter(|t| *t != now_ms) {
+                    by_time.remove((old, key.as_str()))?;
+                }
+                by_time.insert((now_ms, key.as_str()), ())?;
+            }
+        }
+        tx.commit()?;
+        self.durable_commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The first `limit` outbox entries, in sequence order.
+    pub(crate) fn outbox_batch(&self, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for item in t.iter()?.take(limit) {
+            let (k, v) = item?;
+            let seq = k.value();
+            let message = decode(v.value()).ok_or(StoreError::Corrupt(seq))?;
+            out.push(Entry { seq, message });
+        }
+        Ok(out)
+    }
+
+    /// Removes confirmed entries; returns how many were there. Lazy (not
+    /// fsynced) unless `durable`: losing a removal only re-publishes a
+    /// message, which receivers drop by its id.
+    pub(crate) fn remove(&self, seqs: &[u64], durable: bool) -> Result<u64, StoreError> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut removed = 0;
+        {
+            let mut t = tx.open_table(OUTBOX)?;
+            for s in seqs {
+                if t.remove(*s)?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        if durable {
+            self.durable_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(removed)
+    }
+
+    /// Messages in the outbox.
+    pub(crate) fn outbox_len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(OUTBOX)?.len()?)
+    }
+
+    /// Whether `key` was handled (and not yet pruned).
+    pub(crate) fn handled(&self, key: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(DEDUP)?.get(key)?.is_some())
+    }
+
+    /// Forgets at most `limit` keys handled before `cutoff_ms`, oldest
+    /// first; returns how many. Lazy: a lost prune is simply done again.
+    pub(crate) fn prune(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        let n = {
+            let mut dedup = tx.open_table(DEDUP)?;
+            let mut by_time = tx.open_table(DEDUP_BY_TIME)?;
+            let mut old: Vec<(u64, String)> = Vec::new();
+            for item in by_time.range::<(u64, &str)>(..(cutoff_ms, ""))?.take(limit) {
+                let (k, _) = item?;
+                let (t, key) = k.value();
+                old.push((t, key.to_string()));
+            }
+            for (t, key) in &old {
+                by_time.remove((*t, key.as_str()))?;
+                let current = dedup.get(key.as_str())?.map(|v| v.value());
+                if current == Some(*t) {
+                    dedup.remove(key.as_str())?;
+                }
+            }
+            old.len()
+        };
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Durable write transactions committed since the store was opened.
+    #[cfg(test)]
+    pub(crate) fn durable_commits(&self) -> u64 {
+        self.durable_commits.load(Ordering::Relaxed)
+    }
+
+    /// Keys in the dedup index (tests).
+    #[cfg(test)]
+    pub(crate) fn dedup_len(&self) -> Result<(u64, u64), StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok((
+            tx.open_table(DEDUP)?.len()?,
+            tx.open_table(DEDUP_BY_TIME)?.len()?,
+        ))
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+fn take_str<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let s = rest.get(..len)?;
+    *bytes = &rest[len..];
+    std::str::from_utf8(s).ok()
+}
+
+/// An outbox record of `m`.
+fn encode(m: &Outgoing) -> Vec<u8> {
+    let (tag, name) = match &m.route {
+        Route::Ingress => (0u8, ""),
+        Route::Inbox(agency) => (1, agency.as_str()),
+        Route::Queue(queue) => (2, queue.as_str()),
+    };
+    let mut out = Vec::with_capacity(10 + name.len() + m.message_id.len() + m.body.len());
+    out.push(RECORD_V1);
+    out.push(tag);
+    put_str(&mut out, name);
+    put_str(&mut out, &m.message_id);
+    out.extend_from_slice(&m.body);
+    out
+}
+
+/// The message of an outbox record.
+fn decode(record: &[u8]) -> Option<Outgoing> {
+    let (&[version, tag], mut rest) = record.split_first_chunk::<2>()?;
+    if version != RECORD_V1 {
+        return None;
+    }
+    let name = take_str(&mut rest)?;
+    let message_id = take_str(&mut rest)?.to_string();
+    let route = match tag {
+        0 => Route::Ingress,
+        1 => Route::Inbox(name.to_string()),
+        2 => Route::Queue(name.to_string()),
+        _ => return None,
+    };
+    Some(Outgoing {
+        route,
+        body: rest.into(),
+        message_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(route: Route, id: &str, body: &[u8]) -> Outgoing {
+        Outgoing {
+            route,
+            body: body.into(),
+            message_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for m in [
+            msg(Route::Ingress, "id-1", b"envelope"),
+            msg(Route::Inbox("UZ-GNK".into()), "", b""),
+            msg(Route::Queue("ns.inbox.X".into()), "x", &[0, 1, 2, 255]),
+        ] {
+            let back = decode(&encode(&m)).expect("decodes");
+            assert_eq!(back.route, m.route);
+            assert_eq!(back.message_id, m.message_id);
+            assert_eq!(back.body, m.body);
+        }
+        assert!(decode(&[]).is_none());
+        assert!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(decode(&[RECORD_V1, 0, 200, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn outbox_keeps_order_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(Some(dir.path()), "UZ/GNK").unwrap();
+            let ms: Vec<_> = (0..5u8)
+                .map(|i| msg(Route::Ingress, &format!("m{i}"), &[i]))
+                .collect();
+            s.commit(&ms[..2], &[], 1).unwrap();
+            s.commit(&ms[2..], &["req-1".into()], 2).unwrap();
+            assert_eq!(s.durable_commits(), 2);
+            let b = s.outbox_batch(3).unwrap();
+            assert_eq!(
+                b.iter()
+                    .map(|e| e.message.message_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["m0", "m1", "m2"]
+            );
+            assert_eq!(s.remove(&[b[0].seq, b[0].seq], false).unwrap(), 1);
+        }
+        assert!(dir.path().join("adapter-UZ_GNK.redb").exists());
+        let s = Store::open(Some(dir.path()), "UZ/GNK").unwrap();
+        // The lazy removal was made durable by closing the database.
+        assert_eq!(s.outbox_len().unwrap(), 4);
+        assert!(s.handled("req-1").unwrap());
+        assert!(!s.handled("req-2").unwrap());
+        s.commit(&[msg(Route::Ingress, "m5", b"5")], &[], 3)
+            .unwrap();
+        let ids: Vec<_> = s
+            .outbox_batch(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message.message_id)
+            .collect();
+        assert_eq!(ids, ["m1", "m2", "m3", "m4", "m5"], "new ones after old");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = Store::open(Some(dir.path()), "A").unwrap();
+        assert!(matches!(
+            Store::open(Some(dir.path()), "A"),
+            Err(StoreError::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn dedup_prunes_old_keys_only() {
+        let s = Store::open(None, "A").unwrap();
+        s.commit(&[], &["a".into(), "b".into()], 1_000).unwrap();
+        s.commit(&[], &["c".into(), String::new()], 2_000).unwrap();
+        // Handled again later: it moves in the time index.
+        s.commit(&[], &["a".into()], 3_000).unwrap();
+        assert_eq!(s.dedup_len().unwrap(), (3, 3));
+        assert_eq!(s.prune(2_000, 100).unwrap(), 1, "only b is older");
+        assert!(!s.handled("b").unwrap());
+        assert!(s.handled("a").unwrap() && s.handled("c").unwrap());
+        assert_eq!(s.prune(10_000, 1).unwrap(), 1, "bounded by the limit");
+        assert_eq!(s.prune(10_000, 100).unwrap(), 1);
+        assert_eq!(s.dedup_len().unwrap(), (0, 0));
+        assert_eq!(s.prune(10_000, 100).unwrap(), 0);
+    }
+}
