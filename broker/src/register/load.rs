@@ -8,6 +8,7 @@ use super::raw::RawRegister;
 use super::schema::Schemas;
 use super::validate::{agencies, blank, entry_name, policies, service, Known};
 use super::Register;
+use crate::deadline::Calendars;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -52,7 +53,10 @@ pub(crate) fn load(path: &Path) -> Result<Register, RegisterError> {
 
     let mut problems = Vec::new();
     let schemas = Schemas::compile(&dir.join("payloads"), &mut problems);
-    let calendars = calendar_names(&dir.join("calendars"), &mut problems);
+    let loaded = load_calendars(&dir.join("calendars"), &mut problems);
+    let calendars = loaded
+        .as_ref()
+        .map(|c| c.names().map(str::to_owned).collect::<BTreeSet<String>>());
     // References are checked against what is declared, valid or not, so one
     // bad entry is reported once rather than at every reference to it.
     let declared_policies: HashSet<String> = raw.policies.keys().cloned().collect();
@@ -99,6 +103,7 @@ pub(crate) fn load(path: &Path) -> Result<Register, RegisterError> {
         service_index,
         policies,
         schemas,
+        calendars: loaded.unwrap_or_default(),
     })
 }
 
@@ -109,36 +114,19 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The names of the calendars present, if the calendar directory exists.
-fn calendar_names(dir: &Path, problems: &mut Vec<Problem>) -> Option<BTreeSet<String>> {
+/// The working-day calendars in `dir`, if the directory exists.
+fn load_calendars(dir: &Path, problems: &mut Vec<Problem>) -> Option<Calendars> {
     if !dir.is_dir() {
         return None;
     }
-    let mut names = BTreeSet::new();
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let path = match entry {
-                    Ok(entry) => entry.path(),
-                    Err(e) => {
-                        let message = format!("cannot list {}: {e}", dir.display());
-                        problems.push(Problem::caused("calendars", message, Box::new(e)));
-                        continue;
-                    }
-                };
-                if path.extension().is_some_and(|e| e == "toml") {
-                    if let Some(stem) = path.file_stem() {
-                        names.insert(stem.to_string_lossy().into_owned());
-                    }
-                }
-            }
-        }
+    match Calendars::load(dir) {
+        Ok(c) => Some(c),
         Err(e) => {
-            let message = format!("cannot list {}: {e}", dir.display());
+            let message = e.to_string();
             problems.push(Problem::caused("calendars", message, Box::new(e)));
+            Some(Calendars::default())
         }
     }
-    Some(names)
 }
 
 #[cfg(test)]

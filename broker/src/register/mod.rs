@@ -55,6 +55,8 @@ pub struct Register {
     service_index: HashMap<String, usize>,
     policies: BTreeMap<String, DeadlinePolicy>,
     schemas: schema::Schemas,
+    /// The working-day calendars of `calendars/` (empty if there is none).
+    calendars: crate::deadline::Calendars,
 }
 
 impl Register {
@@ -63,6 +65,11 @@ impl Register {
     /// file whose directory holds them. All problems are reported together.
     pub fn load(path: &Path) -> Result<Register, RegisterError> {
         load::load(path)
+    }
+
+    /// The working-day calendars agencies' jurisdictions name.
+    pub fn calendars(&self) -> &crate::deadline::Calendars {
+        &self.calendars
     }
 
     /// The register file this was loaded from.
