@@ -100,6 +100,8 @@ async fn exchange(
         limits: Limits::default(),
         max_clock_skew: None,
         counters: Arc::new(Counters::default()),
+        clock: mev_broker::clock::Clock::system(),
+        at_risk_fraction: Some(0.8),
     });
     let batching = Batching {
         batch_size: 64,

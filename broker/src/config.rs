@@ -13,6 +13,24 @@ pub struct BrokerConfig {
     pub pki: PkiSection,
     pub pipeline: PipelineSection,
     pub limits: LimitsSection,
+    pub deadlines: DeadlinesSection,
+}
+
+/// Deadline tracking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlinesSection {
+    /// The fraction of the allowed time after which an unanswered request is
+    /// at risk and its provider gets a warning notice; 0 = no warnings.
+    pub at_risk_fraction: f64,
+}
+
+impl Default for DeadlinesSection {
+    fn default() -> Self {
+        DeadlinesSection {
+            at_risk_fraction: 0.8,
+        }
+    }
 }
 
 /// Who the broker is and where its data lives.
@@ -27,6 +45,8 @@ pub struct BrokerSection {
     pub register: PathBuf,
     /// Where the store lives. Env: MEV_DATA_DIR.
     pub data_dir: PathBuf,
+    /// How many days accepted message ids are remembered to drop copies.
+    pub dedup_retention_days: u32,
 }
 
 /// The RabbitMQ connection.
@@ -76,7 +96,8 @@ pub struct LimitsSection {
     pub max_message_bytes: usize,
     /// The most items in any repeated field.
     pub max_repeated: usize,
-    /// How far `sent_at` may be from the broker's clock, in seconds (0 = unchecked).
+    /// How far `sent_at` may be ahead of the broker's clock, in seconds (0 = unchecked);
+    /// a past `sent_at` is never refused, since outboxes deliver late after outages.
     pub max_clock_skew_secs: u64,
 }
 
@@ -87,6 +108,7 @@ impl Default for BrokerSection {
             namespace: "mev".into(),
             register: "schemas".into(),
             data_dir: "data".into(),
+            dedup_retention_days: 30,
         }
     }
 }
@@ -229,6 +251,17 @@ impl BrokerConfig {
                 "amqp.url {:?}: must start with amqp:// or amqps://",
                 self.amqp.url
             )));
+        }
+        let f = self.deadlines.at_risk_fraction;
+        if !(0.0..1.0).contains(&f) {
+            return Err(ConfigError::Invalid(format!(
+                "deadlines.at_risk_fraction {f}: use a fraction below 1 (e.g. 0.8), or 0 for no warnings"
+            )));
+        }
+        if self.broker.dedup_retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "broker.dedup_retention_days must be at least 1 (copies arrive days later after long outages)".into(),
+            ));
         }
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::Invalid(

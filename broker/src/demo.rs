@@ -249,6 +249,8 @@ async fn run_over<T: Transport>(
         limits: Limits::default(),
         max_clock_skew: None,
         counters: Arc::new(Counters::default()),
+        clock: crate::clock::Clock::system(),
+        at_risk_fraction: Some(0.8),
     });
     let batching = Batching {
         batch_size: 256,

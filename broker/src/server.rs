@@ -1,5 +1,5 @@
-//! Starting and stopping the broker: topology, the pipeline task, CRL
-//! refresh, and `mev broker --config FILE`.
+//! Starting and stopping the broker: topology, the pipeline, the outbox, the
+//! deadline timers, dedup pruning, CRL refresh, and `mev broker --config FILE`.
 
 use crate::config::BrokerConfig;
 use crate::metrics::Counters;
@@ -22,14 +22,37 @@ pub struct Broker<T: Transport> {
     transport: T,
     batching: Batching,
     prefetch: u16,
+    dedup_retention: Duration,
 }
 
 /// A running broker.
 pub struct BrokerHandle {
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    pipeline: tokio::task::JoinHandle<()>,
+    outbox: tokio::task::JoinHandle<()>,
+    housekeeping: tokio::task::JoinHandle<()>,
+    timers: tokio::task::JoinHandle<()>,
     ctx: Arc<Context>,
 }
+
+/// What the broker reports about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BrokerStatus {
+    pub counters: crate::metrics::Snapshot,
+    /// Messages in the outbox, not yet confirmed by RabbitMQ.
+    pub outbox_depth: u64,
+    /// Requests waiting for their reply.
+    pub open_requests: u64,
+    /// Message ids in the dedup index (within the retention window).
+    pub dedup_ids: u64,
+    /// Recorded events.
+    pub events: u64,
+    /// Deadline timers armed (at-risk warnings and breaches to come).
+    pub timers: u64,
+}
+
+/// How long accepted message ids are remembered to drop copies, unless configured.
+pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl<T: Transport> Broker<T> {
     pub fn new(ctx: Arc<Context>, transport: T, batching: Batching, prefetch: u16) -> Self {
@@ -38,7 +61,14 @@ impl<T: Transport> Broker<T> {
             transport,
             batching,
             prefetch,
+            dedup_retention: DEFAULT_DEDUP_RETENTION,
         }
+    }
+
+    /// How long accepted message ids are remembered (30 days unless set).
+    pub fn with_dedup_retention(mut self, retention: Duration) -> Self {
+        self.dedup_retention = retention;
+        self
     }
 
     /// Declares the ingress and an inbox for every registered agency (idempotent).
@@ -50,26 +80,74 @@ impl<T: Transport> Broker<T> {
         Ok(())
     }
 
-    /// Declares the topology and starts consuming the ingress.
+    /// Declares the topology, starts the outbox (which first drains what a
+    /// previous run left), and starts consuming the ingress.
     pub async fn start(self) -> Result<BrokerHandle, TransportError> {
         self.declare_topology().await?;
+        let (shutdown, rx) = watch::channel(false);
+        let outbox = tokio::spawn(crate::outbox::run(
+            self.ctx.store.clone(),
+            self.transport.clone(),
+            self.ctx.counters.clone(),
+            rx.clone(),
+        ));
+        let housekeeping = tokio::spawn(prune_dedup(
+            self.ctx.store.clone(),
+            self.dedup_retention,
+            rx.clone(),
+        ));
+        let timers = tokio::spawn(crate::deadline::timers::run(self.ctx.clone(), rx.clone()));
         let ingress = self
             .transport
             .consume(&self.transport.names().ingress_queue(), self.prefetch)
             .await?;
-        let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(pipeline::run(
-            self.ctx.clone(),
-            self.transport,
-            ingress,
-            self.batching,
-            rx,
-        ));
+        let pipeline = tokio::spawn(pipeline::run(self.ctx.clone(), ingress, self.batching, rx));
         Ok(BrokerHandle {
             shutdown,
-            task,
+            pipeline,
+            outbox,
+            housekeeping,
+            timers,
             ctx: self.ctx,
         })
+    }
+}
+
+/// Forgets accepted message ids older than `retention`, a slice at a time,
+/// so the dedup index does not grow for ever.
+async fn prune_dedup(store: Arc<Store>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let before = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_sub(retention_ms);
+        let s = store.clone();
+        let pruned = tokio::task::spawn_blocking(move || s.prune_dedup(before, 10_000)).await;
+        let more = match pruned {
+            Ok(Ok(n)) => {
+                if n > 0 {
+                    tracing::info!(
+                        pruned = n,
+                        "dedup index: forgot ids past the retention window"
+                    );
+                }
+                n == 10_000
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "dedup pruning failed");
+                false
+            }
+            Err(_) => false,
+        };
+        let pause = if more {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(60)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -82,10 +160,28 @@ impl BrokerHandle {
     pub fn store(&self) -> &Arc<Store> {
         &self.ctx.store
     }
-    /// Stops after the batch in progress.
+    /// Counters, outbox depth and store sizes.
+    pub fn status(&self) -> Result<BrokerStatus, crate::store::StoreError> {
+        let store = &self.ctx.store;
+        let (dedup_ids, open_requests, events) = store.counts()?;
+        Ok(BrokerStatus {
+            counters: self.ctx.counters.snapshot(),
+            outbox_depth: store.outbox_depth()?,
+            open_requests,
+            dedup_ids,
+            events,
+            timers: store.timers_len()?,
+        })
+    }
+
+    /// Stops after the batch in progress; what the outbox still holds stays
+    /// on disk for the next start.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        let _ = self.pipeline.await;
+        let _ = self.outbox.await;
+        let _ = self.housekeeping.await;
+        let _ = self.timers.await;
     }
 }
 
@@ -133,6 +229,9 @@ pub fn context_from_config(config: &BrokerConfig) -> anyhow::Result<Arc<Context>
         max_clock_skew: (config.limits.max_clock_skew_secs > 0)
             .then(|| chrono::TimeDelta::seconds(config.limits.max_clock_skew_secs as i64)),
         counters: Arc::new(Counters::default()),
+        clock: crate::clock::Clock::system(),
+        at_risk_fraction: (config.deadlines.at_risk_fraction > 0.0)
+            .then_some(config.deadlines.at_risk_fraction),
     }))
 }
 
@@ -156,7 +255,9 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         batch_size: config.pipeline.batch_size,
         batch_window: Duration::from_millis(config.pipeline.batch_window_ms),
     };
+    let retention = Duration::from_secs(u64::from(config.broker.dedup_retention_days) * 86_400);
     let handle = Broker::new(ctx.clone(), transport, batching, config.amqp.prefetch)
+        .with_dedup_retention(retention)
         .start()
         .await
         .context("starting the broker")?;

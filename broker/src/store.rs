@@ -1,7 +1,9 @@
 //! The broker's on-disk state in redb. This module owns the database; the
 //! rest of the broker sees [`Store`] and [`Txn`]: the dedup index of accepted
-//! messages, open requests, and an append-only event log. One write
-//! transaction covers a whole micro-batch, so one fsync covers many messages.
+//! messages (with a retention window), open requests, the signed envelopes,
+//! the outbox of what is still to be delivered, and an append-only event log.
+//! One write transaction covers a whole micro-batch, so one fsync covers many
+//! messages; nothing is acked or reported before that commit.
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -9,8 +11,16 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// message id → 32-byte digest + 1 flag byte (1 = forwarded and confirmed).
+/// message id → 32-byte digest + 8-byte accepted-at (ms, little endian).
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
+/// (accepted-at ms, message id): the dedup index in time order, for pruning.
+const ACCEPTED_AT: TableDefinition<(i64, &str), ()> = TableDefinition::new("accepted_at");
+/// (due ms, request id, [`TimerKind`] byte): the deadline timers of open
+/// requests, in time order; only the nearest are ever read into memory.
+const TIMERS: TableDefinition<(i64, &str, u8), ()> = TableDefinition::new("timers");
+/// sequence → JSON [`OutboxEntry`]: what is still to be published. The body
+/// is the envelope kept under the entry's message id.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// request id → JSON [`OpenRequest`].
 const OPEN_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_requests");
 /// sequence → JSON [`Event`].
@@ -47,6 +57,45 @@ pub struct OpenRequest {
     pub service: String,
     /// When the exchange accepted it (UTC, ms since the epoch).
     pub accepted_at_ms: i64,
+    /// The deadline policy that governs the reply (its register name).
+    #[serde(default)]
+    pub policy: String,
+    /// The reply deadline (UTC ms), if the policy sets one.
+    #[serde(default)]
+    pub deadline_ms: Option<i64>,
+    /// When the at-risk warning is due (UTC ms), if armed.
+    #[serde(default)]
+    pub at_risk_ms: Option<i64>,
+    /// Whether the deadline has passed without a reply.
+    #[serde(default)]
+    pub breached: bool,
+}
+
+/// What a deadline timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// Warn the provider that the deadline is near.
+    AtRisk = 0,
+    /// The deadline passed: notices to both agencies.
+    Breach = 1,
+}
+
+impl TimerKind {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(TimerKind::AtRisk),
+            1 => Some(TimerKind::Breach),
+            _ => None,
+        }
+    }
+}
+
+/// A timer that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    pub due_ms: i64,
+    pub request_id: String,
+    pub kind: TimerKind,
 }
 
 /// One thing that happened, as recorded.
@@ -64,6 +113,12 @@ pub struct Event {
     /// Stable code (0 when accepted).
     pub code: u32,
     pub reason: String,
+    /// The deadline concerned (UTC ms), for deadline events and replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
+    /// How far past the deadline (ms): a late reply, a breach noticed late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_by_ms: Option<i64>,
 }
 
 /// Kinds of recorded events.
@@ -78,18 +133,60 @@ pub enum EventKind {
     ReplyReceived,
     RequestClosed,
     Garbage,
+    /// A notice the exchange signed (deadlines), placed in the outbox.
+    NoticeSent,
+    /// The at-risk fraction of the allowed time passed without a reply.
+    DeadlineAtRisk,
+    /// The deadline passed without a reply.
+    DeadlineBreached,
+    /// A reply within its deadline.
+    ReplyOnTime,
+    /// A reply after its deadline (still delivered).
+    ReplyLate,
+    /// A request sent after the consumer's dispatch deadline (UZ annex 2 §12).
+    LateDispatch,
+    /// No deadline could be computed (a calendar lacks a year): the request
+    /// is routed, and the reason recorded.
+    DeadlineUnknown,
 }
 
 /// The broker's database.
 pub struct Store {
     db: Database,
+    /// Woken after a commit that put something in the outbox.
+    outbox_signal: tokio::sync::Notify,
+    /// Woken after a commit that armed a timer.
+    timer_signal: tokio::sync::Notify,
 }
 
 /// What the dedup index knows of a message id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub digest: [u8; 32],
-    pub forwarded: bool,
+    /// When it was accepted (UTC, ms since the epoch).
+    pub accepted_at_ms: i64,
+}
+
+/// Why the broker publishes something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// An accepted message on its way to its recipient.
+    Forward,
+    /// A signed receipt to a sender.
+    Receipt,
+    /// A signed notice (deadlines) to an agency.
+    Notice,
+}
+
+/// One message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The agency whose inbox it goes to.
+    pub to: String,
+    /// The envelope's message id (its body is kept in the envelopes table).
+    pub message_id: String,
+    pub purpose: Purpose,
 }
 
 impl Store {
@@ -112,8 +209,15 @@ impl Store {
         tx.open_table(OPEN_REQUESTS)?;
         tx.open_table(EVENTS)?;
         tx.open_table(ENVELOPES)?;
+        tx.open_table(ACCEPTED_AT)?;
+        tx.open_table(OUTBOX)?;
+        tx.open_table(TIMERS)?;
         tx.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            outbox_signal: tokio::sync::Notify::new(),
+            timer_signal: tokio::sync::Notify::new(),
+        })
     }
 
     /// Runs `f` in one write transaction and commits it durably (one fsync).
@@ -140,47 +244,33 @@ impl Store {
     ) -> Result<R, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(durability)?;
-        let r = {
-            let next_seq = {
-                let events = tx.open_table(EVENTS)?;
-                let last = events.last()?.map(|(k, _)| k.value());
-                last.map_or(0, |s| s + 1)
-            };
+        let (r, enqueued, armed) = {
+            let next_seq = last_key(&tx.open_table(EVENTS)?)?.map_or(0, |s| s + 1);
+            let next_outbox = last_key(&tx.open_table(OUTBOX)?)?.map_or(0, |s| s + 1);
             let mut txn = Txn {
                 messages: tx.open_table(MESSAGES)?,
+                accepted_at: tx.open_table(ACCEPTED_AT)?,
                 open: tx.open_table(OPEN_REQUESTS)?,
                 events: tx.open_table(EVENTS)?,
                 envelopes: tx.open_table(ENVELOPES)?,
+                outbox: tx.open_table(OUTBOX)?,
+                timers: tx.open_table(TIMERS)?,
                 next_seq,
+                next_outbox,
+                enqueued: false,
+                armed: false,
             };
-            f(&mut txn)?
+            let r = f(&mut txn)?;
+            (r, txn.enqueued, txn.armed)
         };
         tx.commit()?;
+        if enqueued {
+            self.outbox_signal.notify_one();
+        }
+        if armed {
+            self.timer_signal.notify_one();
+        }
         Ok(r)
-    }
-
-    /// Marks messages as forwarded; made durable by the next durable commit
-    /// (losing it only causes a harmless re-forward).
-    pub fn mark_forwarded(&self, ids: &[String]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None)?;
-        {
-            let mut t = tx.open_table(MESSAGES)?;
-            for id in ids {
-                let v = t.get(id.as_str())?.map(|v| v.value().to_vec());
-                if let Some(mut v) = v {
-                    if v.len() == 33 {
-                        v[32] = 1;
-                        t.insert(id.as_str(), v.as_slice())?;
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Counts: (accepted messages, open requests, events).
@@ -191,6 +281,113 @@ impl Store {
             tx.open_table(OPEN_REQUESTS)?.len()?,
             tx.open_table(EVENTS)?.len()?,
         ))
+    }
+
+    /// Resolves after a commit that armed a timer.
+    pub async fn timers_changed(&self) {
+        self.timer_signal.notified().await
+    }
+
+    /// Wakes whoever waits in [`Store::timers_changed`] (a clock moved).
+    pub fn poke_timers(&self) {
+        self.timer_signal.notify_one();
+    }
+
+    /// When the nearest timer is due (UTC ms), if any is armed.
+    pub fn next_timer(&self) -> Result<Option<i64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TIMERS)?;
+        let first = t.first()?.map(|(k, _)| k.value().0);
+        Ok(first)
+    }
+
+    /// Armed timers.
+    pub fn timers_len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(TIMERS)?.len()?)
+    }
+
+    /// Messages in the outbox, not yet confirmed by the message broker.
+    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(OUTBOX)?.len()?)
+    }
+
+    /// Resolves after a commit that put something in the outbox (or at once
+    /// if one happened since the last wait).
+    pub async fn outbox_changed(&self) {
+        self.outbox_signal.notified().await
+    }
+
+    /// Up to `take` outbox entries in order, with their envelopes, among the
+    /// first `scan` entries, skipping those `skip` says to (recipients in
+    /// back-off). Entries whose envelope is missing are returned with `None`.
+    #[allow(clippy::type_complexity)]
+    pub fn outbox_next(
+        &self,
+        scan: usize,
+        take: usize,
+        skip: impl Fn(&OutboxEntry) -> bool,
+    ) -> Result<Vec<(u64, OutboxEntry, Option<Vec<u8>>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let outbox = tx.open_table(OUTBOX)?;
+        let envelopes = tx.open_table(ENVELOPES)?;
+        let mut out = Vec::new();
+        for item in outbox.iter()?.take(scan) {
+            let (k, v) = item?;
+            let entry: OutboxEntry = serde_json::from_slice(v.value())?;
+            if skip(&entry) {
+                continue;
+            }
+            let body = envelopes
+                .get(entry.message_id.as_str())?
+                .map(|b| b.value().to_vec());
+            out.push((k.value(), entry, body));
+            if out.len() >= take {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered entries from the outbox (one fsync for all of them).
+    pub fn outbox_remove(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(OUTBOX)?;
+            for s in seqs {
+                t.remove(s)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets message ids accepted before `before_ms` (the dedup retention
+    /// window); their envelopes and events stay. Removes at most `limit`
+    /// ids per call so a long backlog does not hold the writer; returns how
+    /// many were removed.
+    pub fn prune_dedup(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write()?;
+        let n = {
+            let mut index = tx.open_table(ACCEPTED_AT)?;
+            let mut messages = tx.open_table(MESSAGES)?;
+            let old: Vec<(i64, String)> = index
+                .range::<(i64, &str)>(..(before_ms, ""))?
+                .take(limit)
+                .map(|item| item.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+                .collect::<Result<_, _>>()?;
+            for (at, id) in &old {
+                index.remove((*at, id.as_str()))?;
+                messages.remove(id.as_str())?;
+            }
+            old.len()
+        };
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Every event, in order (for reports and tests).
@@ -205,6 +402,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The open request `id`, if it is still waiting for its reply.
+    pub fn open_request(&self, id: &str) -> Result<Option<OpenRequest>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(OPEN_REQUESTS)?;
+        let v = t.get(id)?.map(|v| v.value().to_vec());
+        match v {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The stored envelope of a message.
     pub fn envelope(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -213,13 +421,25 @@ impl Store {
     }
 }
 
+fn last_key<V: redb::Value + 'static>(
+    t: &redb::Table<'_, u64, V>,
+) -> Result<Option<u64>, StoreError> {
+    Ok(t.last()?.map(|(k, _)| k.value()))
+}
+
 /// One write transaction's view of the tables.
 pub struct Txn<'a> {
     messages: redb::Table<'a, &'static str, &'static [u8]>,
+    accepted_at: redb::Table<'a, (i64, &'static str), ()>,
     open: redb::Table<'a, &'static str, &'static [u8]>,
     events: redb::Table<'a, u64, &'static [u8]>,
     envelopes: redb::Table<'a, &'static str, &'static [u8]>,
+    outbox: redb::Table<'a, u64, &'static [u8]>,
+    timers: redb::Table<'a, (i64, &'static str, u8), ()>,
     next_seq: u64,
+    next_outbox: u64,
+    enqueued: bool,
+    armed: bool,
 }
 
 impl Txn<'_> {
@@ -228,25 +448,97 @@ impl Txn<'_> {
         Ok(self.messages.get(id)?.and_then(|v| {
             let v = v.value();
             let digest: [u8; 32] = v.get(..32)?.try_into().ok()?;
+            let at: [u8; 8] = v.get(32..40)?.try_into().ok()?;
             Some(Seen {
                 digest,
-                forwarded: v.get(32) == Some(&1),
+                accepted_at_ms: i64::from_le_bytes(at),
             })
         }))
     }
 
-    /// Records an accepted message and keeps its envelope.
+    /// Records an accepted message (in the dedup index) and keeps its envelope.
     pub fn accept(
         &mut self,
         id: &str,
         digest: &[u8; 32],
         envelope: &[u8],
+        at_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut v = [0u8; 33];
+        let mut v = [0u8; 40];
         v[..32].copy_from_slice(digest);
+        v[32..].copy_from_slice(&at_ms.to_le_bytes());
         self.messages.insert(id, v.as_slice())?;
+        self.accepted_at.insert((at_ms, id), ())?;
         self.envelopes.insert(id, envelope)?;
         Ok(())
+    }
+
+    /// Keeps an envelope the broker itself signed (a receipt, a notice).
+    pub fn keep_envelope(&mut self, id: &str, envelope: &[u8]) -> Result<(), StoreError> {
+        self.envelopes.insert(id, envelope)?;
+        Ok(())
+    }
+
+    /// Arms a timer for `request_id`, due at `due_ms`.
+    pub fn arm(
+        &mut self,
+        due_ms: i64,
+        request_id: &str,
+        kind: TimerKind,
+    ) -> Result<(), StoreError> {
+        self.timers.insert((due_ms, request_id, kind as u8), ())?;
+        self.armed = true;
+        Ok(())
+    }
+
+    /// Disarms a timer (no harm if it already fired).
+    pub fn disarm(
+        &mut self,
+        due_ms: i64,
+        request_id: &str,
+        kind: TimerKind,
+    ) -> Result<(), StoreError> {
+        self.timers.remove((due_ms, request_id, kind as u8))?;
+        Ok(())
+    }
+
+    /// Takes up to `limit` timers due at or before `now_ms`, nearest first,
+    /// disarming them: the caller acts on them in this same transaction.
+    pub fn take_due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let due: Vec<(i64, String, u8)> = self
+            .timers
+            .range::<(i64, &str, u8)>(..(now_ms.saturating_add(1), "", 0))?
+            .take(limit)
+            .map(|item| {
+                item.map(|(k, _)| {
+                    let (at, id, kind) = k.value();
+                    (at, id.to_string(), kind)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(due.len());
+        for (at, id, kind) in due {
+            self.timers.remove((at, id.as_str(), kind))?;
+            if let Some(kind) = TimerKind::from_byte(kind) {
+                out.push(Timer {
+                    due_ms: at,
+                    request_id: id,
+                    kind,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts the envelope kept under `entry.message_id` in the outbox; it is
+    /// published after this transaction commits, and retried until confirmed.
+    pub fn enqueue(&mut self, entry: &OutboxEntry) -> Result<u64, StoreError> {
+        let seq = self.next_outbox;
+        let bytes = serde_json::to_vec(entry)?;
+        self.outbox.insert(seq, bytes.as_slice())?;
+        self.next_outbox += 1;
+        self.enqueued = true;
+        Ok(seq)
     }
 
     /// The open request `id`, if any.
@@ -297,6 +589,8 @@ mod tests {
             in_reply_to: String::new(),
             code: 0,
             reason: String::new(),
+            deadline_ms: None,
+            late_by_ms: None,
         }
     }
 
@@ -308,7 +602,7 @@ mod tests {
             store
                 .write(|t| {
                     assert_eq!(t.seen("m")?, None);
-                    t.accept("m", &[7; 32], b"env")?;
+                    t.accept("m", &[7; 32], b"env", 5)?;
                     t.insert_open_request(
                         "m",
                         &OpenRequest {
@@ -316,13 +610,16 @@ mod tests {
                             recipient: "B".into(),
                             service: "S".into(),
                             accepted_at_ms: 5,
+                            policy: String::new(),
+                            deadline_ms: None,
+                            at_risk_ms: None,
+                            breached: false,
                         },
                     )?;
                     t.record(&event(EventKind::Received))?;
                     Ok(())
                 })
                 .unwrap();
-            store.mark_forwarded(&["m".into()]).unwrap();
             store
                 .write(|t| t.record(&event(EventKind::Forwarded)).map(|_| ()))
                 .unwrap();
@@ -330,11 +627,77 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let seen = store.write(|t| t.seen("m")).unwrap().unwrap();
         assert_eq!(seen.digest, [7; 32]);
-        assert!(seen.forwarded);
+        assert_eq!(seen.accepted_at_ms, 5);
         assert_eq!(store.counts().unwrap(), (1, 1, 2));
         let closed = store.write(|t| t.close_request("m")).unwrap();
         assert_eq!(closed.unwrap().recipient, "B");
         assert_eq!(store.events().unwrap()[1].kind, EventKind::Forwarded);
         assert_eq!(store.envelope("m").unwrap().unwrap(), b"env");
+    }
+
+    fn entry(to: &str, id: &str) -> OutboxEntry {
+        OutboxEntry {
+            to: to.into(),
+            message_id: id.into(),
+            purpose: Purpose::Forward,
+        }
+    }
+
+    #[test]
+    fn outbox_survives_reopen_keeps_order_and_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .write(|t| {
+                    for (i, to) in ["A", "B", "A", "C"].iter().enumerate() {
+                        let id = format!("m{i}");
+                        t.accept(&id, &[i as u8; 32], id.as_bytes(), 1)?;
+                        t.enqueue(&entry(to, &id))?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.outbox_depth().unwrap(), 4);
+        let all = store.outbox_next(100, 100, |_| false).unwrap();
+        let ids: Vec<_> = all.iter().map(|(_, e, _)| e.message_id.as_str()).collect();
+        assert_eq!(ids, ["m0", "m1", "m2", "m3"]);
+        assert_eq!(all[2].2.as_deref(), Some(&b"m2"[..]));
+        let not_a = store.outbox_next(100, 1, |e| e.to == "A").unwrap();
+        assert_eq!(not_a[0].1.message_id, "m1");
+        store.outbox_remove(&[all[0].0, all[3].0]).unwrap();
+        let left = store.outbox_next(100, 100, |_| false).unwrap();
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[0].1.message_id, "m1");
+        // New entries go after what is left, never reusing a live sequence.
+        store
+            .write(|t| t.enqueue(&entry("D", "m9")).map(|_| ()))
+            .unwrap();
+        let seqs: Vec<u64> = store
+            .outbox_next(100, 100, |_| false)
+            .unwrap()
+            .iter()
+            .map(|(s, _, _)| *s)
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+
+    #[test]
+    fn dedup_retention_prunes_old_ids_but_keeps_envelopes() {
+        let store = Store::in_memory().unwrap();
+        store
+            .write(|t| {
+                t.accept("old", &[1; 32], b"o", 1_000)?;
+                t.accept("new", &[2; 32], b"n", 9_000)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.prune_dedup(5_000, 100).unwrap(), 1);
+        assert_eq!(store.write(|t| t.seen("old")).unwrap(), None);
+        assert!(store.write(|t| t.seen("new")).unwrap().is_some());
+        assert_eq!(store.envelope("old").unwrap().unwrap(), b"o");
+        assert_eq!(store.prune_dedup(5_000, 100).unwrap(), 0);
     }
 }

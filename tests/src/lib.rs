@@ -7,6 +7,10 @@
 //! is bounded by [`WAIT`]. [`Exchange::cleanup`] stops everything and deletes
 //! the namespace's queues and exchanges; if a test panics first, `Drop` still
 //! deletes them.
+//!
+//! [`rig::Rig`] is the fault-injection rig: broker and agencies behind
+//! [`proxy::Proxy`]s that cut connections, on-disk stores, a broker that can
+//! be killed, and counts of every reply and handler call.
 
 use mev_adapter::message::{Classification, Official};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
@@ -33,6 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+pub mod proxy;
+pub mod rig;
 
 /// The longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -271,6 +278,8 @@ impl Exchange {
             limits: Limits::default(),
             max_clock_skew: None,
             counters,
+            clock: mev_broker::clock::Clock::system(),
+            at_risk_fraction: Some(0.8),
         });
         let batching = Batching {
             batch_size: 64,
@@ -546,27 +555,33 @@ impl Drop for Exchange {
         if self.cleaned {
             return;
         }
-        // A panicking test: delete the namespace over a fresh connection
-        // on a thread of its own (Drop cannot await on the test's runtime).
-        let namespace = self.namespace.clone();
-        let agencies = self.all_agency_ids.clone();
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async move {
-                let t = Amqp::new(namespace.clone(), AmqpConfig::new(amqp_url()));
-                match tokio::time::timeout(WAIT, t.delete_topology(&agencies)).await {
-                    Ok(Ok(())) => {}
-                    other => eprintln!("cleanup of {namespace} failed: {other:?}"),
-                }
-            });
-        })
-        .join();
-        if done.is_err() {
-            eprintln!("cleanup of {} panicked", self.namespace);
-        }
+        delete_namespace_blocking(&self.namespace, &self.all_agency_ids);
+    }
+}
+
+/// Deletes a namespace's queues and exchanges from a `Drop` (a panicking
+/// test): over a fresh connection, on a thread of its own, since `Drop`
+/// cannot await on the test's runtime.
+pub(crate) fn delete_namespace_blocking(namespace: &str, agencies: &[String]) {
+    let namespace = namespace.to_string();
+    let agencies = agencies.to_vec();
+    let ns = namespace.clone();
+    let done = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime");
+        rt.block_on(async move {
+            let t = Amqp::new(ns.clone(), AmqpConfig::new(amqp_url()));
+            match tokio::time::timeout(WAIT, t.delete_topology(&agencies)).await {
+                Ok(Ok(())) => {}
+                other => eprintln!("cleanup of {ns} failed: {other:?}"),
+            }
+        });
+    })
+    .join();
+    if done.is_err() {
+        eprintln!("cleanup of {namespace} panicked");
     }
 }
 
@@ -578,6 +593,6 @@ pub fn official() -> Official {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,12 +1,14 @@
 //! The broker's pipeline, read top to bottom:
-//! decode → validate → verify → authorize → record (dedup) → forward →
-//! receipt → ack.
+//! decode → validate → verify → authorize → record (dedup, outbox) →
+//! receipt (outbox) → ack. Publishing is the outbox's job ([`crate::outbox`]).
 //!
 //! Deliveries are taken from the ingress in micro-batches (up to
 //! `batch_size` or `batch_window`). The CPU stages run in parallel on the
-//! blocking pool; the whole batch is recorded in one store transaction (one
-//! fsync); forwards are published with their confirms in flight together;
-//! receipts are signed once per sender per batch; then the inputs are acked.
+//! blocking pool; the whole batch — dedup index, open requests, envelopes,
+//! events, the forwards and the receipts (signed once per sender per batch)
+//! placed in the outbox — is one store transaction (one fsync); only then
+//! are the inputs acked. A crash before the ack redelivers the inputs, which
+//! are recognised by id and only get their receipt again.
 //! Every refusal leaves by one path: a journal event, a signed negative
 //! receipt to the sender where it can be identified, and an ack.
 
@@ -20,7 +22,7 @@ pub mod verify;
 use crate::metrics::Counters;
 use crate::register::Register;
 use crate::store::Store;
-use mev_adapter::transport::{Consumer, Delivery, Outgoing, Route, Transport};
+use mev_adapter::transport::{Consumer, Delivery};
 use mev_proto::crypto::{Identity, SignatureVerifier};
 use mev_proto::envelope::{Limits, Opened};
 use mev_proto::trust::TrustStore;
@@ -42,6 +44,11 @@ pub struct Context {
     /// How far `sent_at` may be from the clock; `None` = unchecked.
     pub max_clock_skew: Option<chrono::TimeDelta>,
     pub counters: Arc<Counters>,
+    /// Where the time comes from (the system's; a manual clock in tests).
+    pub clock: crate::clock::Clock,
+    /// The fraction of the allowed time after which an unanswered request
+    /// is at risk and its provider warned; `None` = no warnings.
+    pub at_risk_fraction: Option<f64>,
 }
 
 /// Batching settings.
@@ -65,9 +72,8 @@ fn check(
 }
 
 /// Consumes the ingress until `shutdown` flips to true.
-pub async fn run<T: Transport>(
+pub async fn run(
     ctx: Arc<Context>,
-    transport: T,
     mut ingress: Consumer,
     batching: Batching,
     mut shutdown: watch::Receiver<bool>,
@@ -89,13 +95,13 @@ pub async fn run<T: Transport>(
                 _ => break,
             }
         }
-        process_batch(&ctx, &transport, batch).await;
+        process_batch(&ctx, batch).await;
     }
 }
 
 /// Runs one batch through every stage.
-pub async fn process_batch<T: Transport>(ctx: &Arc<Context>, transport: &T, batch: Vec<Delivery>) {
-    let now = chrono::Utc::now();
+pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
+    let now = ctx.clock.now();
     let now_ms = now.timestamp_millis();
     ctx.counters.batches.fetch_add(1, Ordering::Relaxed);
 
@@ -121,118 +127,69 @@ pub async fn process_batch<T: Transport>(ctx: &Arc<Context>, transport: &T, batc
             Ok(v) => checked.extend(v),
             Err(e) => {
                 tracing::error!(error = %e, "verification task failed; batch returned to the queue");
-                for d in &batch {
-                    let _ = d.requeue().await;
-                }
+                requeue_all(&batch).await;
                 return;
             }
         }
     }
 
-    // Record the whole batch in one transaction.
+    // Record the whole batch, its forwards and its signed receipts in one
+    // transaction: one fsync, after which everything is in the outbox.
     let verdicts = {
         let ctx2 = ctx.clone();
         let result = tokio::task::spawn_blocking(move || {
-            ctx2.store.write(|t| {
-                checked
-                    .into_iter()
-                    .map(|item| record::apply(&ctx2, t, now_ms, item))
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            let mut sla = Vec::new();
+            ctx2.store
+                .write(|t| {
+                    let verdicts = checked
+                        .into_iter()
+                        .map(|item| record::apply(&ctx2, t, now_ms, item, &mut sla))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    receipt::enqueue(&ctx2, t, &verdicts, now)?;
+                    Ok(verdicts)
+                })
+                .map(|v| (v, sla))
         })
         .await;
         match result {
-            Ok(Ok(v)) => v,
+            Ok(Ok((v, sla))) => {
+                ctx.counters.sla(&sla);
+                v
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "store write failed; batch returned to the queue");
-                for d in &batch {
-                    let _ = d.requeue().await;
-                }
+                requeue_all(&batch).await;
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "store task failed; batch returned to the queue");
-                for d in &batch {
-                    let _ = d.requeue().await;
-                }
+                requeue_all(&batch).await;
                 return;
             }
         }
     };
 
-    // Forward, all confirms in flight together.
-    let mut forwards = Vec::new();
-    let mut forward_index = Vec::new();
-    for (i, v) in verdicts.iter().enumerate() {
-        if let Verdict::Forward {
-            opened, raw, to, ..
-        } = v
-        {
-            forwards.push(Outgoing {
-                route: Route::Inbox(to.clone()),
-                body: raw.as_slice().into(),
-                message_id: opened.header.message_id.clone(),
-            });
-            forward_index.push(i);
-        }
+    // Durable now: count, and ack the inputs. Delivery is the outbox's job.
+    for v in &verdicts {
+        count(ctx, v);
     }
-    let results = transport.publish_batch(forwards).await;
-    let mut failed = vec![false; verdicts.len()];
-    let mut confirmed = Vec::new();
-    for (i, r) in forward_index.into_iter().zip(results) {
-        match r {
-            Ok(()) => {
-                if let Verdict::Forward { opened, .. } = &verdicts[i] {
-                    confirmed.push(opened.header.message_id.clone());
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "forward failed; message returned to the queue");
-                failed[i] = true;
-            }
-        }
-    }
-    if let Err(e) = ctx.store.mark_forwarded(&confirmed) {
-        tracing::warn!(error = %e, "could not mark forwards; they may be forwarded again");
-    }
-
-    // Count what is settled now, before the receipts tell the senders.
-    for (v, f) in verdicts.iter().zip(&failed) {
-        if !f {
-            count(ctx, v);
-        }
-    }
-
-    // Receipts: one signed message per sender per batch.
-    let receipt_failed = receipt::send(ctx, transport, &verdicts, &failed, now).await;
-
-    // Ack (or return what could not be forwarded or receipted).
-    for (i, (d, v)) in batch.iter().zip(&verdicts).enumerate() {
-        // A copy returned to the queue is counted again as a duplicate when it comes back.
-        let sender_failed = match v {
-            Verdict::Forward { opened, .. } | Verdict::Duplicate { opened } => {
-                receipt_failed.contains(&opened.header.sender)
-            }
-            _ => false,
-        };
-        if failed[i] || sender_failed {
-            let _ = d.requeue().await;
-            continue;
-        }
+    for d in &batch {
         if let Err(e) = d.ack().await {
             tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
         }
     }
 }
 
+async fn requeue_all(batch: &[Delivery]) {
+    for d in batch {
+        let _ = d.requeue().await;
+    }
+}
+
 fn count(ctx: &Context, v: &Verdict) {
     match v {
-        Verdict::Forward {
-            opened,
-            again: false,
-            ..
-        } => ctx.counters.accepted(kind_name(opened)),
-        Verdict::Forward { .. } | Verdict::Duplicate { .. } => {
+        Verdict::Forward { opened, .. } => ctx.counters.accepted(kind_name(opened)),
+        Verdict::Duplicate { .. } => {
             ctx.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         }
         Verdict::Reject(r) => ctx.counters.rejected(r.rejection.code.as_code()),

@@ -5,28 +5,23 @@
 
 use super::record::Verdict;
 use super::Context;
-use crate::store::{Event, EventKind};
-use mev_adapter::transport::{Outgoing, Route, Transport};
+use crate::store::{Event, EventKind, OutboxEntry, Purpose, StoreError, Txn};
 use mev_proto::pb::{self, Classification, Header, Kind};
 use mev_proto::{envelope, ErrorCode};
 use prost::Message;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
 
-/// Sends the receipts of a batch; returns the senders whose receipt could
-/// not be delivered (their inputs are returned to the queue).
-pub async fn send<T: Transport>(
+/// Signs the receipts of a batch, keeps each envelope and puts it in the
+/// outbox to its sender, all in the batch's transaction: a receipt is sent
+/// only for what that transaction makes durable.
+pub fn enqueue(
     ctx: &Context,
-    transport: &T,
+    t: &mut Txn<'_>,
     verdicts: &[Verdict],
-    forward_failed: &[bool],
     now: chrono::DateTime<chrono::Utc>,
-) -> HashSet<String> {
+) -> Result<usize, StoreError> {
     let mut by_sender: BTreeMap<String, Vec<pb::ReceiptEntry>> = BTreeMap::new();
-    for (v, failed) in verdicts.iter().zip(forward_failed) {
-        if *failed {
-            continue;
-        }
+    for v in verdicts {
         let (sender, entry) = match v {
             Verdict::Forward { opened, .. } => (
                 opened.header.sender.clone(),
@@ -45,8 +40,7 @@ pub async fn send<T: Transport>(
                     digest: opened.digest.to_vec(),
                     accepted: true,
                     code: ErrorCode::Duplicate.as_code(),
-                    reason: "already accepted and delivered; this copy was not forwarded again"
-                        .into(),
+                    reason: "already accepted; this copy was not forwarded again".into(),
                 },
             ),
             Verdict::Reject(r) => (
@@ -64,62 +58,44 @@ pub async fn send<T: Transport>(
         by_sender.entry(sender).or_default().push(entry);
     }
 
-    let mut messages = Vec::new();
-    let mut senders = Vec::new();
+    let at_ms = now.timestamp_millis();
+    let mut n = 0;
     for (sender, entries) in by_sender {
-        match seal_receipt(ctx, &sender, entries, now) {
-            Ok(bytes) => {
-                messages.push(Outgoing {
-                    route: Route::Inbox(sender.clone()),
-                    body: bytes.into(),
-                    message_id: String::new(),
-                });
-                senders.push(sender);
-            }
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let bytes = match seal_receipt(ctx, &message_id, &sender, entries, now) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 tracing::error!(%sender, error = %e, "cannot sign receipt");
+                continue;
             }
-        }
+        };
+        t.keep_envelope(&message_id, &bytes)?;
+        t.enqueue(&OutboxEntry {
+            to: sender.clone(),
+            message_id: message_id.clone(),
+            purpose: Purpose::Receipt,
+        })?;
+        t.record(&Event {
+            at_ms,
+            kind: EventKind::ReceiptSent,
+            message_id,
+            sender: ctx.identity.agency.clone(),
+            recipient: sender,
+            service: String::new(),
+            in_reply_to: String::new(),
+            code: 0,
+            reason: String::new(),
+            deadline_ms: None,
+            late_by_ms: None,
+        })?;
+        n += 1;
     }
-    let results = transport.publish_batch(messages).await;
-    let mut failed = HashSet::new();
-    let mut sent = Vec::new();
-    for (sender, r) in senders.into_iter().zip(results) {
-        match r {
-            Ok(()) => {
-                ctx.counters.receipts.fetch_add(1, Ordering::Relaxed);
-                sent.push(sender);
-            }
-            Err(e) => {
-                tracing::warn!(%sender, error = %e, "receipt not delivered");
-                failed.insert(sender);
-            }
-        }
-    }
-    if !sent.is_empty() {
-        let at_ms = now.timestamp_millis();
-        let _ = ctx.store.write_lazy(|t| {
-            for s in &sent {
-                t.record(&Event {
-                    at_ms,
-                    kind: EventKind::ReceiptSent,
-                    message_id: String::new(),
-                    sender: ctx.identity.agency.clone(),
-                    recipient: s.clone(),
-                    service: String::new(),
-                    in_reply_to: String::new(),
-                    code: 0,
-                    reason: String::new(),
-                })?;
-            }
-            Ok(())
-        });
-    }
-    failed
+    Ok(n)
 }
 
 fn seal_receipt(
     ctx: &Context,
+    message_id: &str,
     recipient: &str,
     entries: Vec<pb::ReceiptEntry>,
     now: chrono::DateTime<chrono::Utc>,
@@ -128,19 +104,50 @@ fn seal_receipt(
         accepted_at: Some(mev_proto::time::to_wire(now)),
         entries,
     };
+    seal_own(
+        ctx,
+        Own {
+            message_id,
+            kind: Kind::Receipt,
+            recipient,
+            in_reply_to: "",
+            schema: "mev.v1.Receipt",
+        },
+        receipt.encode_to_vec(),
+        now,
+    )
+}
+
+/// The header fields of a message the exchange itself sends.
+pub struct Own<'a> {
+    pub message_id: &'a str,
+    pub kind: Kind,
+    pub recipient: &'a str,
+    pub in_reply_to: &'a str,
+    pub schema: &'a str,
+}
+
+/// Signs a message from the exchange (a receipt, a notice) with its identity.
+pub fn seal_own(
+    ctx: &Context,
+    own: Own<'_>,
+    payload: Vec<u8>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<u8>, mev_proto::SealError> {
     let header = Header {
-        message_id: uuid::Uuid::now_v7().to_string(),
-        kind: Kind::Receipt as i32,
+        message_id: own.message_id.to_string(),
+        kind: own.kind as i32,
         sender: ctx.identity.agency.clone(),
-        recipient: recipient.to_string(),
+        recipient: own.recipient.to_string(),
+        in_reply_to: own.in_reply_to.to_string(),
         sent_at: Some(mev_proto::time::to_wire(now)),
-        payload_schema: "mev.v1.Receipt".into(),
+        payload_schema: own.schema.into(),
         classification: Classification::Unclassified as i32,
         ..Default::default()
     };
     let env = envelope::seal(
         header,
-        receipt.encode_to_vec(),
+        payload,
         ctx.identity.signer.as_ref(),
         &ctx.identity.certificate_chain,
     )?;

@@ -1,10 +1,12 @@
 //! Stage 5: in one write transaction for the whole batch — drop duplicates by
 //! message id, correlate replies and status updates with their open request,
-//! open and close requests, keep the envelopes, and record every event.
+//! open and close requests, keep the envelopes, put each accepted message in
+//! the outbox for its recipient, and record every event.
 
 use super::decode::Refused;
 use super::Context;
-use crate::store::{Event, EventKind, OpenRequest, StoreError, Txn};
+use crate::metrics::SlaEvent;
+use crate::store::{Event, EventKind, OutboxEntry, Purpose, StoreError, Txn};
 use mev_proto::envelope::Opened;
 use mev_proto::pb::Kind;
 use mev_proto::{ErrorCode, Rejection};
@@ -12,14 +14,10 @@ use mev_proto::{ErrorCode, Rejection};
 /// What to do with one message after recording.
 pub enum Verdict {
     /// Accepted: forward the envelope to `to` and confirm to the sender.
-    Forward {
-        opened: Box<Opened>,
-        raw: Vec<u8>,
-        to: String,
-        /// A copy of a message accepted before whose forward was not confirmed.
-        again: bool,
-    },
-    /// A copy of a message already accepted and forwarded.
+    Forward { opened: Box<Opened>, to: String },
+    /// A copy of a message already accepted (a sender's re-publish after a
+    /// lost confirm, a redelivery after a crash): its forward is already in
+    /// the outbox, so it only gets its receipt again.
     Duplicate { opened: Box<Opened> },
     /// Refused; a negative receipt goes to the sender if it is a registered agency.
     Reject(Box<Refused>),
@@ -39,6 +37,8 @@ fn event(kind: EventKind, now_ms: i64, opened: &Opened) -> Event {
         in_reply_to: h.in_reply_to.clone(),
         code: 0,
         reason: String::new(),
+        deadline_ms: None,
+        late_by_ms: None,
     }
 }
 
@@ -53,6 +53,8 @@ fn refused_event(kind: EventKind, now_ms: i64, r: &Refused) -> Event {
         in_reply_to: r.in_reply_to.clone(),
         code: r.rejection.code.as_code(),
         reason: r.rejection.reason.clone(),
+        deadline_ms: None,
+        late_by_ms: None,
     }
 }
 
@@ -62,6 +64,7 @@ pub fn apply(
     t: &mut Txn<'_>,
     now_ms: i64,
     item: Result<(Opened, Vec<u8>), Box<Refused>>,
+    sla: &mut Vec<SlaEvent>,
 ) -> Result<Verdict, StoreError> {
     let (opened, raw) = match item {
         Ok(x) => x,
@@ -80,39 +83,28 @@ pub fn apply(
             return reject(ctx, t, now_ms, Box::new(r));
         }
         t.record(&event(EventKind::Duplicate, now_ms, &opened))?;
-        if seen.forwarded {
-            return Ok(Verdict::Duplicate {
-                opened: Box::new(opened),
-            });
-        }
-        let to = forward_target(t, &opened)?;
-        return Ok(Verdict::Forward {
+        return Ok(Verdict::Duplicate {
             opened: Box::new(opened),
-            raw,
-            to,
-            again: true,
         });
     }
     let h = &opened.header;
     let to = match opened.kind() {
         Kind::Request => {
-            t.insert_open_request(
-                &id,
-                &OpenRequest {
-                    sender: h.sender.clone(),
-                    recipient: h.recipient.clone(),
-                    service: h.service.clone(),
-                    accepted_at_ms: now_ms,
-                },
-            )?;
-            t.record(&event(EventKind::Received, now_ms, &opened))?;
+            let open = crate::deadline::track::on_request(ctx, t, now_ms, &opened, sla)?;
+            t.insert_open_request(&id, &open)?;
+            let mut received = event(EventKind::Received, now_ms, &opened);
+            received.deadline_ms = open.deadline_ms;
+            received.reason = open.policy;
+            t.record(&received)?;
             h.recipient.clone()
         }
         Kind::Reply => {
             if let Err(r) = check_reply(ctx, t, &opened)? {
                 return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
             }
-            t.close_request(&h.in_reply_to)?;
+            if let Some(req) = t.close_request(&h.in_reply_to)? {
+                crate::deadline::track::on_reply(t, now_ms, &h.in_reply_to, &req, sla)?;
+            }
             t.record(&event(EventKind::ReplyReceived, now_ms, &opened))?;
             let mut closed = event(EventKind::RequestClosed, now_ms, &opened);
             closed.message_id = h.in_reply_to.clone();
@@ -134,17 +126,16 @@ pub fn apply(
             return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
         }
     };
-    t.accept(&id, &opened.digest, &raw)?;
+    t.accept(&id, &opened.digest, &raw, now_ms)?;
+    t.enqueue(&OutboxEntry {
+        to: to.clone(),
+        message_id: id,
+        purpose: Purpose::Forward,
+    })?;
     Ok(Verdict::Forward {
         opened: Box::new(opened),
-        raw,
         to,
-        again: false,
     })
-}
-
-fn forward_target(_t: &Txn<'_>, opened: &Opened) -> Result<String, StoreError> {
-    Ok(opened.header.recipient.clone())
 }
 
 fn reject(

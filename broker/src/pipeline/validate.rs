@@ -33,13 +33,15 @@ pub fn run(
             .as_ref()
             .and_then(mev_proto::time::from_wire)
             .unwrap_or(now);
-        let off = (now - sent).abs();
-        if off > skew {
+        // Only the future is checked: a message signed before an outage
+        // legitimately arrives late, from its sender's outbox (KZ order §9).
+        let ahead = sent - now;
+        if ahead > skew {
             return Err(refuse(Rejection::new(
                 ErrorCode::StaleTimestamp,
                 format!(
-                    "header.sent_at is {}s from the exchange's clock; at most {}s allowed",
-                    off.num_seconds(),
+                    "header.sent_at is {}s ahead of the exchange's clock; at most {}s allowed",
+                    ahead.num_seconds(),
                     skew.num_seconds()
                 ),
             )));
