@@ -30,11 +30,13 @@
 //!   drain task that publishes it with retries and backoff.
 //! - `store`: the redb database (outbox, dedup index); the only module that
 //!   touches it.
+//! - [`backoff`]: capped, jittered exponential back-off of both outboxes.
 //! - `dedup`: which message ids were already handled (on disk) or are being
 //!   handled (in memory).
 //! - [`error`]: the adapter's errors.
 
 mod dedup;
+pub mod backoff;
 pub mod error;
 mod inbox;
 pub mod message;

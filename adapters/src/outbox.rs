@@ -10,10 +10,11 @@
 //!   [`BATCH`] messages with their confirms in flight together, removes what
 //!   was confirmed (lazily: losing a removal only re-publishes, and receivers
 //!   drop duplicates by message id), and after a failure (connection down,
-//!   nack, unroutable) waits a capped, jittered exponential [`backoff`]
+//!   nack, unroutable) waits a capped, jittered exponential [`Backoff`]
 //!   before trying again. What is in the outbox at start (after a crash or
 //!   an outage) is drained the same way.
 
+use crate::backoff::Backoff;
 use crate::error::AdapterError;
 use crate::store::{self, Store, StoreError};
 use crate::transport::{Outgoing, Transport};
@@ -229,39 +230,6 @@ async fn write_group(
     }
 }
 
-/// A small xorshift generator for the jitter (`rand` is not a dependency).
-pub(crate) struct Jitter(u64);
-
-impl Jitter {
-    /// Seeded from the clock.
-    pub(crate) fn from_clock() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
-        Jitter(nanos | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-/// The delay before retry number `attempt` (0-based): [`BACKOFF_MIN`]
-/// doubling per attempt, ±25 % jitter, never above [`BACKOFF_MAX`].
-pub(crate) fn backoff(attempt: u32, jitter: &mut Jitter) -> Duration {
-    let base = BACKOFF_MIN.saturating_mul(1u32 << attempt.min(16));
-    let base = base.min(BACKOFF_MAX);
-    // A factor in [0.75, 1.25).
-    let factor = 0.75 + (jitter.next() >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
-    base.mul_f64(factor).min(BACKOFF_MAX)
-}
-
 /// Publishes the outbox until `stop` is set (or its sender dropped).
 pub(crate) async fn drain<T: Transport>(
     transport: T,
@@ -273,8 +241,7 @@ pub(crate) async fn drain<T: Transport>(
         depth,
         notify,
     } = parts;
-    let mut jitter = Jitter::from_clock();
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         if *stop.borrow() {
             break;
@@ -304,11 +271,10 @@ pub(crate) async fn drain<T: Transport>(
             Some(b) => publish(&transport, &store, &depth, b).await,
         };
         if !failed {
-            attempt = 0;
+            backoff.reset();
             continue;
         }
-        let wait = backoff(attempt, &mut jitter);
-        attempt = attempt.saturating_add(1);
+        let wait = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
@@ -377,36 +343,6 @@ mod tests {
             body: i.to_le_bytes().to_vec().into(),
             message_id: format!("m{i}"),
         }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let mut j = Jitter::from_clock();
-        for _ in 0..200 {
-            let first = backoff(0, &mut j);
-            assert!(
-                first >= Duration::from_micros(37_500) && first < Duration::from_micros(62_500)
-            );
-            let fourth = backoff(3, &mut j);
-            assert!(fourth >= Duration::from_millis(300) && fourth < Duration::from_millis(500));
-            for attempt in [7, 8, 20, 64, u32::MAX] {
-                let d = backoff(attempt, &mut j);
-                assert!(d <= BACKOFF_MAX, "{d:?}");
-                assert!(d >= BACKOFF_MAX.mul_f64(0.75), "{d:?}");
-            }
-        }
-        // Each attempt within ±25 % of 50 ms × 2^attempt, capped at 5 s.
-        for attempt in 0..20u32 {
-            let base = Duration::from_millis(50 << attempt).min(BACKOFF_MAX);
-            for _ in 0..50 {
-                let d = backoff(attempt, &mut j);
-                assert!(d >= base.mul_f64(0.75), "{attempt}: {d:?}");
-                assert!(d <= base.mul_f64(1.25).min(BACKOFF_MAX), "{attempt}: {d:?}");
-            }
-        }
-        // The jitter spreads the delays.
-        let spread: std::collections::BTreeSet<_> = (0..50).map(|_| backoff(5, &mut j)).collect();
-        assert!(spread.len() > 10);
     }
 
     #[tokio::test(flavor = "current_thread")]

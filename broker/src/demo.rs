@@ -343,6 +343,15 @@ async fn run_over<T: Transport>(
             t.bad_ok, t.bad_expected
         );
         println!("  lost      {}", t.lost);
+        let sla = snap.sla_total();
+        println!(
+            "  deadlines on time {}, late {}, breached {}, at risk {}, late dispatch {}",
+            sla.on_time, sla.late, sla.breached, sla.at_risk, sla.late_dispatch
+        );
+        println!(
+            "  delivered forwards {}, notices {}, publish retries {}",
+            snap.forwarded, snap.notices, snap.publish_failures
+        );
         println!(
             "  elapsed   {:.2} s ({:.0} requests/s, receipts signed per sender per batch: {} receipts for {} batches)",
             elapsed.as_secs_f64(),

@@ -7,12 +7,13 @@
 //! recipient; a nack (a full inbox with `x-overflow = reject-publish`) or a
 //! returned, unroutable message backs off only that recipient, so one stuck
 //! agency does not hold up the others. Back-off doubles from 50 ms to 5 s
-//! with jitter. An unroutable inbox is declared again before the next try.
+//! with jitter ([`Backoff`]). An unroutable inbox is declared again before the next try.
 //! lapin's recovery rejects confirms in flight; those entries stay and are
 //! published again, and receivers drop the copies by message id.
 
 use crate::metrics::Counters;
 use crate::store::{OutboxEntry, Purpose, Store};
+use mev_adapter::backoff::Backoff;
 use mev_adapter::transport::{Outgoing, Route, Transport, TransportError};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -27,50 +28,6 @@ const TAKE: usize = 512;
 const SCAN: usize = 16 * 1024;
 /// Longest wait between two looks at the store, whatever happens.
 const IDLE: Duration = Duration::from_secs(1);
-
-/// Capped exponential back-off with jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-    seed: u64,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            | 1;
-        Backoff {
-            base,
-            cap,
-            attempt: 0,
-            seed,
-        }
-    }
-
-    /// The next delay: `base · 2^attempt`, capped, then between half and all of it.
-    pub fn next_delay(&mut self) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        // xorshift64: enough to spread retries, no dependency.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let half = exp / 2;
-        half + Duration::from_nanos(self.seed % (half.as_nanos() as u64 + 1))
-    }
-
-    /// Failures since the last success.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-}
 
 fn default_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
@@ -234,25 +191,5 @@ async fn wait(store: &Store, shutdown: &mut watch::Receiver<bool>, until: Instan
         _ = store.outbox_changed() => {}
         _ = tokio::time::sleep_until(until) => {}
         _ = shutdown.changed() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(25) && delays[0] <= Duration::from_millis(50));
-        assert!(delays[3] >= Duration::from_millis(200) && delays[3] <= Duration::from_millis(400));
-        for d in &delays {
-            assert!(*d <= Duration::from_secs(5), "{d:?}");
-        }
-        assert!(delays[11] >= Duration::from_millis(2500));
-        assert_eq!(b.attempts(), 12);
-        let distinct: HashSet<Duration> = delays[8..].iter().copied().collect();
-        assert!(distinct.len() > 1, "capped delays are jittered: {delays:?}");
     }
 }

@@ -131,7 +131,15 @@ pub struct Rig {
 
 impl Rig {
     /// A rig with a fresh namespace, PKI and data directory; nothing runs yet.
+    /// Logs go to stderr at `RUST_LOG` (default: warnings).
     pub async fn new(max_inbox_length: u32, window: usize) -> Rig {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
         let register = Arc::new(load_register());
         let cast = Cast::choose(&register);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -405,6 +413,54 @@ impl Rig {
                 drop(permit);
             });
         }
+    }
+
+    /// Prints progress every 5 s until `n` requests are answered (or 15
+    /// minutes pass). If nothing is answered for 90 s, prints the queues'
+    /// depths and consumers and panics, so a stall fails the test instead of
+    /// hanging it.
+    pub async fn progress(&self, title: &str, n: usize) {
+        let start = Instant::now();
+        let mut last = (0, Instant::now());
+        while self.answered() < n && start.elapsed() < Duration::from_secs(900) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let answered = self.answered();
+            let consumer_outbox = self
+                .agencies
+                .get(&self.cast.consumer)
+                .and_then(|a| a.adapter.as_ref())
+                .map(|a| a.outbox_depth());
+            println!(
+                "[{title}] {:>4.0} s: sent {}, answered {answered}, handled {}, consumer outbox {:?}, broker outbox {:?}",
+                start.elapsed().as_secs_f64(),
+                self.sent(),
+                lock(&self.tally.handled).len(),
+                consumer_outbox,
+                self.broker_outbox_depth(),
+            );
+            if answered != last.0 {
+                last = (answered, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(90) && answered < n {
+                println!("[{title}] stalled: {}", self.queues().await);
+                panic!("[{title}] no reply for 90 s at {answered}/{n} answered");
+            }
+        }
+    }
+
+    /// Messages and consumers of the ingress and of the cast's inboxes.
+    pub async fn queues(&self) -> String {
+        let admin = self.admin();
+        let names = admin.names().clone();
+        let mut out = Vec::new();
+        for q in [
+            names.ingress_queue(),
+            names.inbox_queue(&self.cast.consumer),
+            names.inbox_queue(&self.cast.provider),
+        ] {
+            let d = tokio::time::timeout(WAIT, admin.queue_depth(&q)).await;
+            out.push(format!("{q}: {d:?}"));
+        }
+        out.join("; ")
     }
 
     /// How many requests sent so far have their reply.

@@ -18,7 +18,10 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_cut_24_times_during_10000_requests() {
-    const N: usize = 10_000;
+    let n: usize = std::env::var("MEV_FAULT_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let mut rig = Rig::new(0, 400).await;
     rig.start_broker().await;
     rig.connect(&rig.cast.provider.clone()).await;
@@ -28,7 +31,7 @@ async fn connections_cut_24_times_during_10000_requests() {
     let cutter = async {
         for i in 0..24 {
             tokio::time::sleep(Duration::from_millis(1200)).await;
-            if rig.answered() >= N {
+            if rig.answered() >= n {
                 break;
             }
             if i % 2 == 0 {
@@ -40,7 +43,7 @@ async fn connections_cut_24_times_during_10000_requests() {
             }
         }
     };
-    tokio::join!(rig.send(N), cutter);
+    tokio::join!(rig.send(n), cutter, rig.progress("cuts", n));
     let report = rig.finish("cuts", RUN_LIMIT, SETTLE).await;
     println!(
         "[cuts] connections cut mid-run: {} on the agencies' side, {} on the broker's side; \
@@ -80,7 +83,7 @@ async fn broker_killed_with_sigkill_6_times_and_restarted() {
             rig.spawn_broker(exe).await;
         }
     };
-    tokio::join!(rig.send(N), killer);
+    tokio::join!(rig.send(N), killer, rig.progress("sigkill", N));
     let report = rig.finish("sigkill", RUN_LIMIT, SETTLE).await;
     println!("[sigkill] broker killed with SIGKILL and restarted {kills_mid_run} times mid-run");
     assert!(
