@@ -47,6 +47,8 @@ pub struct SlaCounts {
 /// One deadline outcome, counted once its transaction is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlaOutcome {
+    /// A reply to a request whose policy sets no deadline.
+    Replied,
     OnTime,
     Late,
     Breached,
@@ -61,6 +63,8 @@ pub struct SlaEvent {
     pub agency: String,
     pub service: String,
     pub outcome: SlaOutcome,
+    /// For replies: how long the answer took, from acceptance of the request (ms).
+    pub reply_ms: Option<i64>,
 }
 
 /// A row of the deadline counters.
@@ -153,6 +157,7 @@ impl Counters {
         for e in events {
             let c = m.entry((e.agency.clone(), e.service.clone())).or_default();
             match e.outcome {
+                SlaOutcome::Replied => {}
                 SlaOutcome::OnTime => c.on_time += 1,
                 SlaOutcome::Late => c.late += 1,
                 SlaOutcome::Breached => c.breached += 1,

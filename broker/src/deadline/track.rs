@@ -125,6 +125,7 @@ pub fn on_request(
             agency: h.sender.clone(),
             service: h.service.clone(),
             outcome: SlaOutcome::LateDispatch,
+            reply_ms: None,
         });
     }
     Ok(req)
@@ -141,7 +142,14 @@ pub fn on_reply(
     if let Some(at) = req.at_risk_ms {
         t.disarm(at, request_id, TimerKind::AtRisk)?;
     }
+    let reply_ms = Some(now_ms - req.accepted_at_ms);
     let Some(due) = req.deadline_ms else {
+        sla.push(SlaEvent {
+            agency: req.recipient.clone(),
+            service: req.service.clone(),
+            outcome: SlaOutcome::Replied,
+            reply_ms,
+        });
         return Ok(());
     };
     t.disarm(due, request_id, TimerKind::Breach)?;
@@ -168,6 +176,7 @@ pub fn on_reply(
         } else {
             SlaOutcome::OnTime
         },
+        reply_ms,
     });
     Ok(())
 }
@@ -212,6 +221,7 @@ pub fn fire(
                 agency: req.recipient.clone(),
                 service: req.service.clone(),
                 outcome: SlaOutcome::AtRisk,
+                reply_ms: None,
             });
         }
         TimerKind::Breach => {
@@ -250,6 +260,7 @@ pub fn fire(
                 agency: req.recipient.clone(),
                 service: req.service.clone(),
                 outcome: SlaOutcome::Breached,
+                reply_ms: None,
             });
         }
     }

@@ -105,7 +105,9 @@ pub fn apply(
             if let Some(req) = t.close_request(&h.in_reply_to)? {
                 crate::deadline::track::on_reply(t, now_ms, &h.in_reply_to, &req, sla)?;
             }
-            t.record(&event(EventKind::ReplyReceived, now_ms, &opened))?;
+            let mut received = event(EventKind::ReplyReceived, now_ms, &opened);
+            received.reason = reply_kind(h).to_string();
+            t.record(&received)?;
             let mut closed = event(EventKind::RequestClosed, now_ms, &opened);
             closed.message_id = h.in_reply_to.clone();
             t.record(&closed)?;
@@ -238,4 +240,17 @@ fn check_status(t: &Txn<'_>, opened: &Opened) -> Result<Result<(), Rejection>, S
         )));
     }
     Ok(Ok(()))
+}
+
+/// The reply's kind (UZ annex 2 §17): `documents`, `refusal`, `not_held`,
+/// `insufficient_data` (recorded with the reply for quality reports).
+pub fn reply_kind(h: &mev_proto::pb::Header) -> &'static str {
+    use mev_proto::pb::reply_outcome::Outcome;
+    match h.reply.as_ref().and_then(|r| r.outcome.as_ref()) {
+        Some(Outcome::Documents(_)) => "documents",
+        Some(Outcome::Refusal(_)) => "refusal",
+        Some(Outcome::NotHeld(_)) => "not_held",
+        Some(Outcome::InsufficientData(_)) => "insufficient_data",
+        None => "",
+    }
 }
