@@ -14,6 +14,43 @@ pub struct BrokerConfig {
     pub pipeline: PipelineSection,
     pub limits: LimitsSection,
     pub deadlines: DeadlinesSection,
+    pub http: HttpSection,
+}
+
+/// The operators' HTTP endpoint: `/metrics`, `/api/status`, `/healthz`,
+/// `/readyz` and the dashboard at `/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address to listen on (`IP:PORT`; port 0 picks a free one); "" = no
+    /// endpoint. Env: MEV_HTTP_LISTEN.
+    pub listen: String,
+    /// How often queue depths are read from RabbitMQ, in seconds.
+    pub queue_poll_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: "127.0.0.1:9464".into(),
+            queue_poll_secs: 5,
+        }
+    }
+}
+
+impl HttpSection {
+    /// The address to serve on, or `None` when the endpoint is off.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let l = self.listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "http.listen {l:?}: use IP:PORT (e.g. \"127.0.0.1:9464\"), or \"\" for no endpoint"
+            ))
+        })
+    }
 }
 
 /// Deadline tracking.
@@ -198,7 +235,7 @@ impl BrokerConfig {
         format!(
             "# mev broker configuration. Every key is optional; shown are the defaults.\n\
              # Environment overrides: MEV_BROKER_ID, MEV_NAMESPACE, MEV_REGISTER, MEV_DATA_DIR,\n\
-             # MEV_AMQP_URL (or AMQP_URL), MEV_PKI_CA, MEV_PKI_CERT, MEV_PKI_KEY.\n\n{body}"
+             # MEV_AMQP_URL (or AMQP_URL), MEV_PKI_CA, MEV_PKI_CERT, MEV_PKI_KEY, MEV_HTTP_LISTEN.\n\n{body}"
         )
     }
 
@@ -227,6 +264,9 @@ impl BrokerConfig {
         }
         if let Some(v) = get("MEV_PKI_KEY") {
             self.pki.key = v.into();
+        }
+        if let Some(v) = get("MEV_HTTP_LISTEN") {
+            self.http.listen = v;
         }
         Ok(())
     }
@@ -273,6 +313,12 @@ impl BrokerConfig {
                 "pipeline.batch_size must be between 1 and 10000".into(),
             ));
         }
+        self.http.listen_addr()?;
+        if !(1..=3600).contains(&self.http.queue_poll_secs) {
+            return Err(ConfigError::Invalid(
+                "http.queue_poll_secs must be between 1 and 3600".into(),
+            ));
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_message_bytes must be at least 1024".into(),
@@ -304,6 +350,65 @@ mod tests {
         c.apply_env(|k| (k == "AMQP_URL").then(|| "amqp://x:5672/%2f".to_string()))
             .unwrap();
         assert_eq!(c.amqp.url, "amqp://x:5672/%2f");
+    }
+
+    #[test]
+    fn http_listen_from_env_and_off() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(
+            c.http.listen_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        c.apply_env(|k| (k == "MEV_HTTP_LISTEN").then(|| "0.0.0.0:9100".to_string()))
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.http.listen_addr().unwrap().unwrap().port(), 9100);
+        c.http.listen = String::new();
+        assert_eq!(c.http.listen_addr().unwrap(), None);
+        c.http.listen = "localhost".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("http.listen"));
+        c.http.listen = "127.0.0.1:0".into();
+        c.http.queue_poll_secs = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("queue_poll_secs"));
+    }
+
+    /// deploy/broker.example.toml has every key of the defaults, and no other.
+    #[test]
+    fn example_config_is_complete() {
+        fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    let path = format!("{prefix}{k}");
+                    keys(v, &format!("{path}."), out);
+                    out.push(path);
+                }
+            }
+        }
+        let example_text = include_str!("../../deploy/broker.example.toml");
+        let example: BrokerConfig = toml::from_str(example_text).expect("the example parses");
+        example.validate().expect("the example validates");
+        let mut want = Vec::new();
+        keys(
+            &toml::Value::try_from(BrokerConfig::default()).unwrap(),
+            "",
+            &mut want,
+        );
+        let mut have = Vec::new();
+        keys(&toml::from_str(example_text).unwrap(), "", &mut have);
+        want.sort();
+        have.sort();
+        assert_eq!(
+            have, want,
+            "deploy/broker.example.toml and the defaults differ"
+        );
     }
 
     #[test]

@@ -235,7 +235,15 @@ async fn run_over<T: Transport>(
     let trust = Arc::new(pki.trust_store().context("trust store")?);
     let verifier = Arc::new(RingVerifier::new());
     let store = match &args.data {
-        Some(dir) => Store::open(dir).with_context(|| format!("store in {}", dir.display()))?,
+        Some(dir) => {
+            let store = Store::open(dir).with_context(|| format!("store in {}", dir.display()))?;
+            // The demo's CA lives only in memory: keep its certificate with the
+            // journal, so `mev audit verify --ca DIR/ca.pem` can check the chains.
+            let ca = dir.join("ca.pem");
+            std::fs::write(&ca, pki.ca_cert_pem())
+                .with_context(|| format!("writing {}", ca.display()))?;
+            store
+        }
         None => Store::in_memory().context("in-memory store")?,
     };
     let ctx = Arc::new(Context {

@@ -22,6 +22,8 @@ enum Command {
     Demo(mev_broker::demo::DemoArgs),
     /// Run the broker: consume the ingress, check, route, receipt.
     Broker(BrokerArgs),
+    /// A running broker's queues, open requests and deadlines (from its HTTP endpoint).
+    Status(mev_broker::status::StatusArgs),
     /// Development PKI: a CA and agency certificates
     Pki {
         #[command(subcommand)]
@@ -29,6 +31,11 @@ enum Command {
     },
     /// The Unified Register of services: check it.
     Register(mev_broker::register::cli::RegisterArgs),
+    /// The audit journal: verify, trace, export, prove, check a proof, replay.
+    Audit {
+        #[command(subcommand)]
+        cmd: mev_broker::journal::cli::AuditCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -70,6 +77,8 @@ fn main() -> ExitCode {
         Command::Pki { cmd } => mev_broker::pki::run(cmd),
         Command::Demo(args) => mev_broker::demo::run(args),
         Command::Broker(args) => broker(args),
+        Command::Status(args) => mev_broker::status::run(args),
+        Command::Audit { cmd } => mev_broker::journal::cli::run(cmd),
     };
     match result {
         Ok(code) => code,

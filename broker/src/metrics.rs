@@ -1,11 +1,31 @@
-//! Counters of what the broker did, for its status and the demo's summary.
+//! Counters of what the broker did, for its status, the demo's summary and
+//! the operators' endpoint (`/metrics`, `/api/status`, see [`crate::http`]):
+//! message counts, deadline outcomes, requests open per agency, the latest
+//! rejections, and histograms of routing and reply time.
 
-use std::collections::BTreeMap;
+use crate::pipeline::decode::Refused;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// How many recent rejections are kept for the status page.
+pub const RECENT_REJECTIONS: usize = 50;
+
+/// Upper bounds (seconds) of the routing-time buckets: ingress delivery to
+/// durable commit, typically milliseconds.
+pub const ROUTING_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds (seconds) of the reply-time buckets: a request's acceptance
+/// to its reply's, from seconds (RU 963 §10) to working days.
+pub const REPLY_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0,
+    172_800.0, 345_600.0, 604_800.0,
+];
 
 /// Message counters since start.
-#[derive(Default)]
 pub struct Counters {
     /// Messages accepted (durable, in the outbox), by kind name.
     accepted: Mutex<BTreeMap<&'static str, u64>>,
@@ -27,10 +47,156 @@ pub struct Counters {
     pub batches: AtomicU64,
     /// Deadline outcomes by (agency, service).
     sla: Mutex<BTreeMap<(String, String), SlaCounts>>,
+    /// Requests accepted for each provider since start, less its replies.
+    open_by_agency: Mutex<BTreeMap<String, i64>>,
+    /// The latest rejections, newest last.
+    recent_rejections: Mutex<VecDeque<RecentRejection>>,
+    /// Routing time: ingress delivery to the commit of its batch, per message.
+    pub routing: Histogram,
+    /// Reply time: a request's acceptance to its reply's (from [`SlaEvent::reply_ms`]).
+    pub reply: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            accepted: Mutex::default(),
+            rejected: Mutex::default(),
+            duplicates: AtomicU64::new(0),
+            garbage: AtomicU64::new(0),
+            receipts: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            notices: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            sla: Mutex::default(),
+            open_by_agency: Mutex::default(),
+            recent_rejections: Mutex::new(VecDeque::with_capacity(RECENT_REJECTIONS)),
+            routing: Histogram::new(ROUTING_BUCKETS),
+            reply: Histogram::new(REPLY_BUCKETS),
+        }
+    }
+}
+
+/// One refused message, as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecentRejection {
+    /// When it was counted (UTC, RFC 3339).
+    pub at: String,
+    /// The stable code and its name.
+    pub code: u32,
+    pub name: String,
+    pub reason: String,
+    /// The claimed sender ("" when the header did not decode).
+    pub sender: String,
+    pub message_id: String,
+    pub service: String,
+}
+
+/// A histogram with fixed buckets, lock-free to observe.
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last is `+Inf`.
+    buckets: Box<[AtomicU64]>,
+    /// Sum of observations in microseconds.
+    sum_us: AtomicU64,
+}
+
+/// A copy of a histogram: cumulative counts per upper bound, as Prometheus has them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistogramSnapshot {
+    /// Upper bounds in seconds, ascending (`+Inf` implied).
+    pub bounds: Vec<f64>,
+    /// Observations at most each bound (cumulative), one per bound.
+    pub cumulative: Vec<u64>,
+    /// All observations (the `+Inf` bucket).
+    pub count: u64,
+    /// Sum of observations, seconds.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// An empty histogram with these upper bounds (seconds, ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]));
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `n` observations of `d`.
+    pub fn observe_n(&self, d: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let secs = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us
+            .fetch_add(us.saturating_mul(n), Ordering::Relaxed);
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        self.observe_n(d, 1)
+    }
+
+    /// Cumulative counts now.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut total = 0;
+        let mut cumulative = Vec::with_capacity(self.bounds.len());
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            if i < self.bounds.len() {
+                cumulative.push(total);
+            }
+        }
+        HistogramSnapshot {
+            bounds: self.bounds.to_vec(),
+            cumulative,
+            count: total,
+            sum: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    /// The `q` quantile (0..=1) in seconds, interpolated within its bucket
+    /// (as Prometheus' `histogram_quantile` does); `None` when empty. Past the
+    /// last bound, the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        let mut lower = 0.0;
+        for (bound, &cum) in self.bounds.iter().zip(&self.cumulative) {
+            if cum as f64 >= rank && cum > below {
+                let within = (rank - below as f64) / (cum - below) as f64;
+                return Some(lower + (bound - lower) * within);
+            }
+            below = cum;
+            lower = *bound;
+        }
+        self.bounds.last().copied()
+    }
+
+    /// The mean in seconds; `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
 }
 
 /// Deadline outcomes of one agency for one service.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlaCounts {
     /// Replies within their deadline.
     pub on_time: u64,
@@ -68,7 +234,7 @@ pub struct SlaEvent {
 }
 
 /// A row of the deadline counters.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlaRow {
     pub agency: String,
     pub service: String,
@@ -118,7 +284,8 @@ impl Snapshot {
 }
 
 impl SlaCounts {
-    fn plus(&self, o: &SlaCounts) -> SlaCounts {
+    /// The sum of two rows.
+    pub fn plus(&self, o: &SlaCounts) -> SlaCounts {
         SlaCounts {
             on_time: self.on_time + o.on_time,
             late: self.late + o.late,
@@ -148,10 +315,91 @@ impl Counters {
             .or_default() += 1;
     }
 
+    /// Counts an accepted message of `kind` from `sender` to `to`: a request
+    /// opens one for its provider `to`; a reply (which always closes its
+    /// request) closes one for its sender.
+    pub fn accepted_between(&self, kind: &'static str, sender: &str, to: &str) {
+        self.accepted(kind);
+        let (agency, delta) = match kind {
+            "request" => (to, 1),
+            "reply" => (sender, -1),
+            _ => return,
+        };
+        *self
+            .open_by_agency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agency.to_string())
+            .or_default() += delta;
+    }
+
+    /// Counts a refusal by its code and keeps it among the latest.
+    pub fn refused(&self, r: &Refused) {
+        let code = r.rejection.code.as_code();
+        self.rejected(code);
+        let mut reason = r.rejection.reason.clone();
+        if reason.len() > 500 {
+            let mut cut = 500;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push('…');
+        }
+        let entry = RecentRejection {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            code,
+            name: r.rejection.code.name().to_string(),
+            reason,
+            sender: r.sender.clone().unwrap_or_default(),
+            message_id: r.message_id.clone(),
+            service: r.service.clone(),
+        };
+        let mut recent = self
+            .recent_rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_REJECTIONS {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+    }
+
+    /// The latest rejections, newest first (at most [`RECENT_REJECTIONS`]).
+    pub fn recent_rejections(&self) -> Vec<RecentRejection> {
+        self.recent_rejections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
+    }
+
+    /// Requests accepted for each provider since start, less its replies
+    /// since start. Requests left open by an earlier run are not in it (the
+    /// store's total is exact), and replies to them make a row negative.
+    pub fn open_by_agency(&self) -> BTreeMap<String, i64> {
+        self.open_by_agency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Observes the routing time of a batch of `n` messages, from its
+    /// delivery to its commit.
+    pub fn routed(&self, elapsed: Duration, n: usize) {
+        self.routing.observe_n(elapsed, n as u64);
+    }
+
     /// Counts deadline outcomes (after their transaction committed).
     pub fn sla(&self, events: &[SlaEvent]) {
         if events.is_empty() {
             return;
+        }
+        for ms in events.iter().filter_map(|e| e.reply_ms) {
+            self.reply
+                .observe(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
         }
         let mut m = self.sla.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
@@ -200,5 +448,72 @@ impl Counters {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mev_proto::{ErrorCode, Rejection};
+
+    #[test]
+    fn histogram_is_cumulative_and_estimates_quantiles() {
+        let h = Histogram::new(&[0.01, 0.1, 1.0]);
+        h.observe_n(Duration::from_millis(5), 50);
+        h.observe_n(Duration::from_millis(50), 40);
+        h.observe_n(Duration::from_millis(500), 9);
+        h.observe(Duration::from_secs(5));
+        let s = h.snapshot();
+        assert_eq!(s.cumulative, vec![50, 90, 99]);
+        assert_eq!(s.count, 100);
+        assert!((s.sum - (0.25 + 2.0 + 4.5 + 5.0)).abs() < 1e-6, "{}", s.sum);
+        let p50 = s.quantile(0.5).unwrap();
+        assert!((p50 - 0.01).abs() < 1e-9, "{p50}");
+        let p95 = s.quantile(0.95).unwrap();
+        assert!(p95 > 0.1 && p95 <= 1.0, "{p95}");
+        assert_eq!(Histogram::new(&[1.0]).snapshot().quantile(0.5), None);
+    }
+
+    #[test]
+    fn reply_times_and_open_requests_are_counted() {
+        let c = Counters::default();
+        c.accepted_between("request", "UZ-A", "UZ-B");
+        c.accepted_between("request", "UZ-A", "UZ-B");
+        c.accepted_between("reply", "UZ-B", "UZ-A");
+        c.accepted_between("status", "UZ-B", "UZ-A");
+        assert_eq!(c.open_by_agency().get("UZ-B"), Some(&1));
+        assert_eq!(c.snapshot().accepted.get("request"), Some(&2));
+        c.sla(&[SlaEvent {
+            agency: "UZ-B".into(),
+            service: "S".into(),
+            outcome: SlaOutcome::OnTime,
+            reply_ms: Some(1500),
+        }]);
+        let r = c.reply.snapshot();
+        assert_eq!(r.count, 1);
+        assert!((r.sum - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_latest_rejections_are_kept_newest_first() {
+        let c = Counters::default();
+        for i in 0..(RECENT_REJECTIONS + 7) {
+            c.refused(&Refused {
+                sender: Some("UZ-A".into()),
+                message_id: format!("m{i}"),
+                digest: None,
+                recipient: String::new(),
+                service: String::new(),
+                in_reply_to: String::new(),
+                rejection: Rejection::new(ErrorCode::BadSignature, "x".repeat(600)),
+            });
+        }
+        let recent = c.recent_rejections();
+        assert_eq!(recent.len(), RECENT_REJECTIONS);
+        assert_eq!(recent[0].message_id, format!("m{}", RECENT_REJECTIONS + 6));
+        assert_eq!(recent[0].name, "bad_signature");
+        assert!(recent[0].reason.chars().count() <= 501);
+        let code = ErrorCode::BadSignature.as_code();
+        assert_eq!(c.snapshot().rejected.get(&code).copied(), Some(57));
     }
 }

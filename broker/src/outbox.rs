@@ -12,7 +12,7 @@
 //! published again, and receivers drop the copies by message id.
 
 use crate::metrics::Counters;
-use crate::store::{OutboxEntry, Purpose, Store};
+use crate::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_adapter::backoff::Backoff;
 use mev_adapter::transport::{Outgoing, Route, Transport, TransportError};
 use std::collections::{HashMap, HashSet};
@@ -118,11 +118,28 @@ pub async fn run<T: Transport>(
         let results = transport.publish_batch(batch).await;
         let mut redeclare = HashSet::new();
         let mut lost_link = false;
+        let mut delivered = Vec::new();
+        let at_ms = chrono::Utc::now().timestamp_millis();
         for ((seq, entry), r) in sent.into_iter().zip(results) {
             match r {
                 Ok(()) => {
                     done.push(seq);
                     routes.remove(&entry.to);
+                    if entry.purpose == Purpose::Forward {
+                        delivered.push(Event {
+                            at_ms,
+                            kind: EventKind::Delivered,
+                            message_id: entry.message_id.clone(),
+                            sender: String::new(),
+                            recipient: entry.to.clone(),
+                            service: String::new(),
+                            in_reply_to: String::new(),
+                            code: 0,
+                            reason: String::new(),
+                            deadline_ms: None,
+                            late_by_ms: None,
+                        });
+                    }
                     match entry.purpose {
                         Purpose::Forward => &counters.forwarded,
                         Purpose::Receipt => &counters.receipts,
@@ -164,7 +181,7 @@ pub async fn run<T: Transport>(
         }
         if !done.is_empty() {
             let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.outbox_remove(&done)).await {
+            match tokio::task::spawn_blocking(move || s.outbox_remove(&done, &delivered)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot remove delivered entries; they will be published again and deduplicated")

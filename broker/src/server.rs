@@ -1,5 +1,6 @@
 //! Starting and stopping the broker: topology, the pipeline, the outbox, the
-//! deadline timers, dedup pruning, CRL refresh, and `mev broker --config FILE`.
+//! deadline timers, dedup pruning, CRL refresh, the operators' HTTP endpoint
+//! ([`BrokerHandle::serve_http`]), and `mev broker --config FILE`.
 
 use crate::config::BrokerConfig;
 use crate::metrics::Counters;
@@ -12,8 +13,9 @@ use mev_adapter::transport::{Transport, TransportError};
 use mev_proto::crypto::{Identity, RingVerifier};
 use mev_proto::envelope::Limits;
 use mev_proto::trust::{self, TrustStore};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// A broker ready to start over a transport.
@@ -32,7 +34,19 @@ pub struct BrokerHandle {
     outbox: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
     timers: tokio::task::JoinHandle<()>,
+    checkpoints: tokio::task::JoinHandle<()>,
     ctx: Arc<Context>,
+    started: Instant,
+    started_at: chrono::DateTime<chrono::Utc>,
+    http: Option<HttpParts>,
+}
+
+/// The operators' endpoint of a running broker.
+struct HttpParts {
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    poller: tokio::task::JoinHandle<()>,
+    queues: Arc<crate::http::QueueWatch>,
 }
 
 /// What the broker reports about itself.
@@ -96,7 +110,12 @@ impl<T: Transport> Broker<T> {
             self.dedup_retention,
             rx.clone(),
         ));
+        record_start(&self.ctx);
         let timers = tokio::spawn(crate::deadline::timers::run(self.ctx.clone(), rx.clone()));
+        let checkpoints = tokio::spawn(crate::journal::checkpoint::run(
+            self.ctx.clone(),
+            rx.clone(),
+        ));
         let ingress = self
             .transport
             .consume(&self.transport.names().ingress_queue(), self.prefetch)
@@ -108,8 +127,43 @@ impl<T: Transport> Broker<T> {
             outbox,
             housekeeping,
             timers,
+            checkpoints,
             ctx: self.ctx,
+            started: Instant::now(),
+            started_at: chrono::Utc::now(),
+            http: None,
         })
+    }
+}
+
+/// Journals the start: the register the broker routes by (its file's
+/// SHA-256, agencies and services), so register changes are on the record.
+fn record_start(ctx: &Context) {
+    crate::journal::init_zones(ctx);
+    let path = ctx.register.path();
+    let digest = std::fs::read(path)
+        .map(|b| mev_proto::envelope::hex(&mev_proto::envelope::sha256(&b)))
+        .unwrap_or_else(|e| format!("unreadable ({e})"));
+    let event = crate::store::Event {
+        at_ms: ctx.clock.now().timestamp_millis(),
+        kind: crate::store::EventKind::RegisterLoaded,
+        message_id: String::new(),
+        sender: ctx.identity.agency.clone(),
+        recipient: String::new(),
+        service: String::new(),
+        in_reply_to: String::new(),
+        code: 0,
+        reason: format!(
+            "{}: sha256 {digest}, {} agencies, {} services",
+            path.display(),
+            ctx.register.agencies().count(),
+            ctx.register.services().count()
+        ),
+        deadline_ms: None,
+        late_by_ms: None,
+    };
+    if let Err(e) = ctx.store.write(|t| t.record(&event).map(|_| ())) {
+        tracing::error!(error = %e, "cannot journal the start");
     }
 }
 
@@ -174,14 +228,85 @@ impl BrokerHandle {
         })
     }
 
+    /// Serves the operators' endpoint (`/metrics`, `/api/status`, `/healthz`,
+    /// `/readyz`, the dashboard at `/`) on `listen` (port 0 picks a free
+    /// one), and polls the depth of the ingress and of every registered
+    /// agency's inbox over `transport` every `queue_poll`. Returns the bound
+    /// address. Stopped with the broker.
+    pub async fn serve_http<T: Transport>(
+        &mut self,
+        transport: T,
+        listen: SocketAddr,
+        queue_poll: Duration,
+    ) -> std::io::Result<SocketAddr> {
+        if let Some(h) = &self.http {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("the HTTP endpoint already runs on {}", h.addr),
+            ));
+        }
+        let queues = crate::http::QueueWatch::new(queue_poll.max(Duration::from_millis(100)));
+        let state = Arc::new(crate::http::HttpState {
+            ctx: self.ctx.clone(),
+            queues: queues.clone(),
+            namespace: transport.names().namespace().to_string(),
+            started: self.started,
+            started_at: self.started_at,
+        });
+        let (addr, server) = crate::http::serve(state, listen, self.shutdown.subscribe()).await?;
+        let agencies = self.ctx.register.agencies().map(|a| a.id.clone()).collect();
+        let poller = tokio::spawn(crate::http::poll_queues(
+            queues.clone(),
+            transport,
+            agencies,
+            self.shutdown.subscribe(),
+        ));
+        self.http = Some(HttpParts {
+            addr,
+            server,
+            poller,
+            queues,
+        });
+        Ok(addr)
+    }
+
+    /// Where the operators' endpoint listens, if it was started.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
+    }
+
+    /// The latest queue depths read from RabbitMQ, if the endpoint was started.
+    pub fn queue_depths(&self) -> Option<crate::http::Queues> {
+        self.http.as_ref().map(|h| h.queues.snapshot())
+    }
+
     /// Stops after the batch in progress; what the outbox still holds stays
     /// on disk for the next start.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        if let Some(h) = self.http {
+            let _ = h.poller.await;
+            let mut server = h.server;
+            // Open keep-alive connections (a dashboard tab) get 2 s.
+            if tokio::time::timeout(Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+                let _ = server.await;
+            }
+        }
         let _ = self.pipeline.await;
         let _ = self.outbox.await;
         let _ = self.housekeeping.await;
         let _ = self.timers.await;
+        let _ = self.checkpoints.await;
+        // The last checkpoint covers everything recorded before the stop.
+        let ctx = self.ctx.clone();
+        let at = ctx.clock.now().timestamp_millis();
+        if let Err(e) = crate::journal::checkpoint::write(&ctx.store, &ctx.identity, at) {
+            tracing::error!(error = %e, "cannot write the final journal checkpoint");
+        }
     }
 }
 
@@ -256,12 +381,37 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         batch_window: Duration::from_millis(config.pipeline.batch_window_ms),
     };
     let retention = Duration::from_secs(u64::from(config.broker.dedup_retention_days) * 86_400);
-    let handle = Broker::new(ctx.clone(), transport, batching, config.amqp.prefetch)
-        .with_dedup_retention(retention)
-        .start()
-        .await
-        .context("starting the broker")?;
+    let mut handle = Broker::new(
+        ctx.clone(),
+        transport.clone(),
+        batching,
+        config.amqp.prefetch,
+    )
+    .with_dedup_retention(retention)
+    .start()
+    .await
+    .context("starting the broker")?;
     tracing::info!(namespace = %config.broker.namespace, "broker running");
+    if let Some(listen) = config.http.listen_addr()? {
+        let poll = Duration::from_secs(config.http.queue_poll_secs);
+        match handle.serve_http(transport, listen, poll).await {
+            Ok(addr) => eprintln!(
+                "mev broker: running (namespace {}); dashboard, /metrics and /api/status on http://{addr}/",
+                config.broker.namespace
+            ),
+            Err(e) => {
+                handle.stop().await;
+                return Err(anyhow::anyhow!(e).context(format!(
+                    "cannot serve the HTTP endpoint on {listen} (http.listen; \"\" turns it off)"
+                )));
+            }
+        }
+    } else {
+        eprintln!(
+            "mev broker: running (namespace {}); no HTTP endpoint (http.listen is empty)",
+            config.broker.namespace
+        );
+    }
 
     if !config.pki.crls.is_empty() {
         let trust = ctx.trust.clone();

@@ -5,6 +5,8 @@
 //! One write transaction covers a whole micro-batch, so one fsync covers many
 //! messages; nothing is acked or reported before that commit.
 
+use crate::journal::entry::{leaf_of, Entry, Head};
+use crate::journal::merkle::{to_hex, Frontier, Hash};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -23,8 +25,19 @@ const TIMERS: TableDefinition<(i64, &str, u8), ()> = TableDefinition::new("timer
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// request id → JSON [`OpenRequest`].
 const OPEN_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_requests");
-/// sequence → JSON [`Event`].
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// sequence → one journal entry ([`crate::journal::entry`]): the append-only,
+/// hash-chained record of every event with its signed envelope.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// sequence → the entry's Merkle leaf hash (32 bytes); kept when an entry's
+/// body is sealed away into a segment file, so proofs still work.
+const LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("journal_leaves");
+/// (message id, sequence): the entries about a message (as its id or as
+/// the request it answers), for `mev audit trace` and `prove`.
+const BY_MESSAGE: TableDefinition<(&str, u64), ()> = TableDefinition::new("journal_by_message");
+/// "frontier" → the Merkle tree's right edge; "last_leaf" → the newest leaf hash.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("journal_meta");
+/// tree size → a signed checkpoint (JSON [`crate::journal::Checkpoint`]).
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("journal_checkpoints");
 /// message id → the signed envelope as received.
 const ENVELOPES: TableDefinition<&str, &[u8]> = TableDefinition::new("envelopes");
 
@@ -45,6 +58,8 @@ pub enum StoreError {
     Durability(#[from] redb::SetDurabilityError),
     #[error("corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("corrupt journal state: {0}")]
+    Journal(String),
     #[error("cannot create {0}: {1}")]
     Dir(std::path::PathBuf, #[source] std::io::Error),
 }
@@ -148,6 +163,10 @@ pub enum EventKind {
     /// No deadline could be computed (a calendar lacks a year): the request
     /// is routed, and the reason recorded.
     DeadlineUnknown,
+    /// The broker started with a register (its digest and size in `reason`).
+    RegisterLoaded,
+    /// An accepted message was published to its recipient and confirmed.
+    Delivered,
 }
 
 /// The broker's database.
@@ -157,6 +176,8 @@ pub struct Store {
     outbox_signal: tokio::sync::Notify,
     /// Woken after a commit that armed a timer.
     timer_signal: tokio::sync::Notify,
+    /// Agency → time zone, for the local times in journal entries.
+    zones: std::sync::OnceLock<std::collections::HashMap<String, chrono_tz::Tz>>,
 }
 
 /// What the dedup index knows of a message id.
@@ -207,7 +228,11 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(MESSAGES)?;
         tx.open_table(OPEN_REQUESTS)?;
-        tx.open_table(EVENTS)?;
+        tx.open_table(JOURNAL)?;
+        tx.open_table(LEAVES)?;
+        tx.open_table(BY_MESSAGE)?;
+        tx.open_table(META)?;
+        tx.open_table(CHECKPOINTS)?;
         tx.open_table(ENVELOPES)?;
         tx.open_table(ACCEPTED_AT)?;
         tx.open_table(OUTBOX)?;
@@ -217,6 +242,7 @@ impl Store {
             db,
             outbox_signal: tokio::sync::Notify::new(),
             timer_signal: tokio::sync::Notify::new(),
+            zones: std::sync::OnceLock::new(),
         })
     }
 
@@ -245,22 +271,50 @@ impl Store {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(durability)?;
         let (r, enqueued, armed) = {
-            let next_seq = last_key(&tx.open_table(EVENTS)?)?.map_or(0, |s| s + 1);
+            let next_seq = last_key(&tx.open_table(JOURNAL)?)?.map_or(0, |s| s + 1);
             let next_outbox = last_key(&tx.open_table(OUTBOX)?)?.map_or(0, |s| s + 1);
+            let mut meta = tx.open_table(META)?;
+            let frontier = match meta.get("frontier")? {
+                Some(v) => Frontier::deserialize(v.value()).map_err(|_| {
+                    StoreError::Journal("the Merkle frontier does not decode".into())
+                })?,
+                None => Frontier::new(),
+            };
+            let last_leaf = meta
+                .get("last_leaf")?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+            if frontier.size() != next_seq {
+                return Err(StoreError::Journal(format!(
+                    "the Merkle tree has {} leaves but the journal {next_seq} entries",
+                    frontier.size()
+                )));
+            }
             let mut txn = Txn {
                 messages: tx.open_table(MESSAGES)?,
                 accepted_at: tx.open_table(ACCEPTED_AT)?,
                 open: tx.open_table(OPEN_REQUESTS)?,
-                events: tx.open_table(EVENTS)?,
+                journal: tx.open_table(JOURNAL)?,
+                leaves: tx.open_table(LEAVES)?,
+                by_message: tx.open_table(BY_MESSAGE)?,
                 envelopes: tx.open_table(ENVELOPES)?,
                 outbox: tx.open_table(OUTBOX)?,
                 timers: tx.open_table(TIMERS)?,
+                zones: self.zones.get(),
+                frontier,
+                last_leaf,
+                appended: false,
                 next_seq,
                 next_outbox,
                 enqueued: false,
                 armed: false,
             };
             let r = f(&mut txn)?;
+            if txn.appended {
+                meta.insert("frontier", txn.frontier.serialize().as_slice())?;
+                if let Some(l) = &txn.last_leaf {
+                    meta.insert("last_leaf", l.as_slice())?;
+                }
+            }
             (r, txn.enqueued, txn.armed)
         };
         tx.commit()?;
@@ -279,8 +333,128 @@ impl Store {
         Ok((
             tx.open_table(MESSAGES)?.len()?,
             tx.open_table(OPEN_REQUESTS)?.len()?,
-            tx.open_table(EVENTS)?.len()?,
+            tx.open_table(JOURNAL)?.len()?,
         ))
+    }
+
+    /// Sets the agencies' time zones, once, for the local times journal
+    /// entries carry (later calls are ignored).
+    pub fn set_zones(
+        &self,
+        zones: impl FnOnce() -> std::collections::HashMap<String, chrono_tz::Tz>,
+    ) {
+        self.zones.get_or_init(zones);
+    }
+
+    /// The journal's size and Merkle root now.
+    pub fn journal_head(&self) -> Result<(u64, Hash), StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let frontier = match meta.get("frontier")? {
+            Some(v) => Frontier::deserialize(v.value())
+                .map_err(|_| StoreError::Journal("the Merkle frontier does not decode".into()))?,
+            None => Frontier::new(),
+        };
+        Ok((frontier.size(), frontier.root()))
+    }
+
+    /// Keeps a signed checkpoint (JSON) of the tree at `size`.
+    pub fn put_checkpoint(&self, size: u64, checkpoint: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(CHECKPOINTS)?.insert(size, checkpoint)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every checkpoint, by tree size.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CHECKPOINTS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with each journal entry from `from` on, in order, until it
+    /// returns false: (sequence, stored bytes, stored leaf hash).
+    pub fn journal_scan(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, &[u8], Option<Hash>) -> bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let journal = tx.open_table(JOURNAL)?;
+        let leaves = tx.open_table(LEAVES)?;
+        for item in journal.range(from..)? {
+            let (k, v) = item?;
+            let leaf = leaves
+                .get(k.value())?
+                .and_then(|l| <[u8; 32]>::try_from(l.value()).ok());
+            if !f(k.value(), v.value(), leaf) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored leaf hashes of entries `0..size`, in order (for proofs).
+    pub fn journal_leaves(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(LEAVES)?;
+        let mut out = Vec::with_capacity(size as usize);
+        for item in t.range(0..size)? {
+            let (_, v) = item?;
+            out.push(
+                <[u8; 32]>::try_from(v.value())
+                    .map_err(|_| StoreError::Journal("a leaf hash is not 32 bytes".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The sequences of the entries about message `id` (as its id or as the
+    /// request it answers).
+    pub fn journal_about(&self, id: &str) -> Result<Vec<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BY_MESSAGE)?;
+        let mut out = Vec::new();
+        for item in t.range((id, 0u64)..=(id, u64::MAX))? {
+            let (k, _) = item?;
+            out.push(k.value().1);
+        }
+        Ok(out)
+    }
+
+    /// One journal entry's stored bytes.
+    pub fn journal_entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(JOURNAL)?;
+        let v = t.get(seq)?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    /// Forensics and tamper tests only — what someone with write access to
+    /// the disk could do; the broker never calls it: overwrites (or, with
+    /// `None`, deletes) a journal entry's stored bytes, leaving everything
+    /// else as it is.
+    pub fn tamper_journal_entry(&self, seq: u64, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(JOURNAL)?;
+            match bytes {
+                Some(b) => {
+                    t.insert(seq, b)?;
+                }
+                None => {
+                    t.remove(seq)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Resolves after a commit that armed a timer.
@@ -350,20 +524,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes delivered entries from the outbox (one fsync for all of them).
-    pub fn outbox_remove(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        if seqs.is_empty() {
+    /// Removes delivered entries from the outbox and journals the
+    /// deliveries, in one transaction (one fsync for all of them).
+    pub fn outbox_remove(&self, seqs: &[u64], delivered: &[Event]) -> Result<(), StoreError> {
+        if seqs.is_empty() && delivered.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(OUTBOX)?;
+        self.write(|t| {
             for s in seqs {
-                t.remove(s)?;
+                t.outbox.remove(s)?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            for e in delivered {
+                t.record(e)?;
+            }
+            Ok(())
+        })
     }
 
     /// Forgets message ids accepted before `before_ms` (the dedup retention
@@ -390,16 +565,24 @@ impl Store {
         Ok(n)
     }
 
-    /// Every event, in order (for reports and tests).
+    /// Every event, in order (for reports and tests), decoded from the journal.
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(EVENTS)?;
         let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(serde_json::from_slice(v.value())?);
+        let mut bad = None;
+        self.journal_scan(0, |seq, bytes, _| match Entry::decode(bytes) {
+            Ok(e) => {
+                out.push(e.head.event);
+                true
+            }
+            Err(e) => {
+                bad = Some(format!("entry {seq}: {e}"));
+                false
+            }
+        })?;
+        match bad {
+            Some(b) => Err(StoreError::Journal(b)),
+            None => Ok(out),
         }
-        Ok(out)
     }
 
     /// The open request `id`, if it is still waiting for its reply.
@@ -432,7 +615,13 @@ pub struct Txn<'a> {
     messages: redb::Table<'a, &'static str, &'static [u8]>,
     accepted_at: redb::Table<'a, (i64, &'static str), ()>,
     open: redb::Table<'a, &'static str, &'static [u8]>,
-    events: redb::Table<'a, u64, &'static [u8]>,
+    journal: redb::Table<'a, u64, &'static [u8]>,
+    leaves: redb::Table<'a, u64, &'static [u8]>,
+    by_message: redb::Table<'a, (&'static str, u64), ()>,
+    zones: Option<&'a std::collections::HashMap<String, chrono_tz::Tz>>,
+    frontier: Frontier,
+    last_leaf: Option<Hash>,
+    appended: bool,
     envelopes: redb::Table<'a, &'static str, &'static [u8]>,
     outbox: redb::Table<'a, u64, &'static [u8]>,
     timers: redb::Table<'a, (i64, &'static str, u8), ()>,
@@ -564,11 +753,51 @@ impl Txn<'_> {
         }
     }
 
-    /// Appends an event.
+    /// Appends an event to the journal (with no envelope).
     pub fn record(&mut self, event: &Event) -> Result<u64, StoreError> {
+        self.record_with(event, &[])
+    }
+
+    /// Appends an event to the journal with the signed envelope it is about,
+    /// kept byte for byte so its signature can be checked years later.
+    pub fn record_with(&mut self, event: &Event, envelope: &[u8]) -> Result<u64, StoreError> {
         let seq = self.next_seq;
-        let bytes = serde_json::to_vec(event)?;
-        self.events.insert(seq, bytes.as_slice())?;
+        let at = chrono::DateTime::from_timestamp_millis(event.at_ms).unwrap_or_default();
+        let local = |agency: &str| match self.zones.and_then(|z| z.get(agency)) {
+            Some(tz) => at
+                .with_timezone(tz)
+                .format(&format!("%Y-%m-%d %H:%M:%S%.3f %:z ({})", tz.name()))
+                .to_string(),
+            None => String::new(),
+        };
+        let entry = Entry {
+            head: Head {
+                seq,
+                prev: self.last_leaf.as_ref().map(to_hex).unwrap_or_default(),
+                at_utc: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                sender_local: local(&event.sender),
+                recipient_local: local(&event.recipient),
+                event: event.clone(),
+                envelope_sha256: if envelope.is_empty() {
+                    String::new()
+                } else {
+                    to_hex(&mev_proto::envelope::sha256(envelope))
+                },
+            },
+            envelope: envelope.to_vec(),
+        };
+        let bytes = entry.encode()?;
+        let leaf = leaf_of(&bytes);
+        self.journal.insert(seq, bytes.as_slice())?;
+        self.leaves.insert(seq, leaf.as_slice())?;
+        for id in [&event.message_id, &event.in_reply_to] {
+            if !id.is_empty() {
+                self.by_message.insert((id.as_str(), seq), ())?;
+            }
+        }
+        self.frontier.push(leaf);
+        self.last_leaf = Some(leaf);
+        self.appended = true;
         self.next_seq += 1;
         Ok(seq)
     }
@@ -667,7 +896,7 @@ mod tests {
         assert_eq!(all[2].2.as_deref(), Some(&b"m2"[..]));
         let not_a = store.outbox_next(100, 1, |e| e.to == "A").unwrap();
         assert_eq!(not_a[0].1.message_id, "m1");
-        store.outbox_remove(&[all[0].0, all[3].0]).unwrap();
+        store.outbox_remove(&[all[0].0, all[3].0], &[]).unwrap();
         let left = store.outbox_next(100, 100, |_| false).unwrap();
         assert_eq!(left.len(), 2);
         assert_eq!(left[0].1.message_id, "m1");

@@ -530,6 +530,29 @@ impl Exchange {
         prost::Message::encode_to_vec(&env)
     }
 
+    /// Starts the broker's operators' endpoint (`/metrics`, `/api/status`,
+    /// `/healthz`, `/readyz`, the dashboard) on a free loopback port, polling
+    /// queue depths every `queue_poll`; returns its address.
+    pub async fn serve_http(&mut self, queue_poll: Duration) -> std::net::SocketAddr {
+        let transport = self.transport.clone();
+        let broker = self.broker.as_mut().expect("the broker runs");
+        within(
+            "the HTTP endpoint to start",
+            broker.serve_http(transport, ([127, 0, 0, 1], 0).into(), queue_poll),
+        )
+        .await
+        .expect("the HTTP endpoint starts")
+    }
+
+    /// Shuts `agency`'s adapter down (it stops consuming its inbox).
+    pub async fn stop_agency(&mut self, agency: &str) {
+        let a = self
+            .agencies
+            .remove(agency)
+            .unwrap_or_else(|| panic!("{agency} has no adapter in this exchange"));
+        within("the adapter to shut down", a.adapter.shutdown()).await;
+    }
+
     /// Stops the adapters and the broker and deletes the namespace.
     pub async fn cleanup(mut self) {
         for (_, a) in std::mem::take(&mut self.agencies) {

@@ -101,7 +101,9 @@ pub async fn run(
 
 /// Runs one batch through every stage.
 pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
+    let started = std::time::Instant::now();
     let now = ctx.clock.now();
+    crate::journal::init_zones(ctx);
     let now_ms = now.timestamp_millis();
     ctx.counters.batches.fetch_add(1, Ordering::Relaxed);
 
@@ -117,7 +119,7 @@ pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
         let ctx = ctx.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             part.iter()
-                .map(|b| check(&ctx, b, now).map(|o| (o, b.to_vec())))
+                .map(|b| (check(&ctx, b, now), b.to_vec()))
                 .collect::<Vec<_>>()
         }));
     }
@@ -143,7 +145,7 @@ pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
                 .write(|t| {
                     let verdicts = checked
                         .into_iter()
-                        .map(|item| record::apply(&ctx2, t, now_ms, item, &mut sla))
+                        .map(|(item, raw)| record::apply(&ctx2, t, now_ms, item, raw, &mut sla))
                         .collect::<Result<Vec<_>, _>>()?;
                     receipt::enqueue(&ctx2, t, &verdicts, now)?;
                     Ok(verdicts)
@@ -154,6 +156,7 @@ pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
         match result {
             Ok(Ok((v, sla))) => {
                 ctx.counters.sla(&sla);
+                ctx.counters.routed(started.elapsed(), batch.len());
                 v
             }
             Ok(Err(e)) => {
@@ -188,14 +191,17 @@ async fn requeue_all(batch: &[Delivery]) {
 
 fn count(ctx: &Context, v: &Verdict) {
     match v {
-        Verdict::Forward { opened, .. } => ctx.counters.accepted(kind_name(opened)),
+        Verdict::Forward { opened, to } => {
+            ctx.counters
+                .accepted_between(kind_name(opened), &opened.header.sender, to)
+        }
         Verdict::Duplicate { .. } => {
             ctx.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         }
-        Verdict::Reject(r) => ctx.counters.rejected(r.rejection.code.as_code()),
+        Verdict::Reject(r) => ctx.counters.refused(r),
         Verdict::Garbage(r) => {
             ctx.counters.garbage.fetch_add(1, Ordering::Relaxed);
-            ctx.counters.rejected(r.rejection.code.as_code());
+            ctx.counters.refused(r);
         }
     }
 }

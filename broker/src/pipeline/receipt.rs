@@ -75,19 +75,22 @@ pub fn enqueue(
             message_id: message_id.clone(),
             purpose: Purpose::Receipt,
         })?;
-        t.record(&Event {
-            at_ms,
-            kind: EventKind::ReceiptSent,
-            message_id,
-            sender: ctx.identity.agency.clone(),
-            recipient: sender,
-            service: String::new(),
-            in_reply_to: String::new(),
-            code: 0,
-            reason: String::new(),
-            deadline_ms: None,
-            late_by_ms: None,
-        })?;
+        t.record_with(
+            &Event {
+                at_ms,
+                kind: EventKind::ReceiptSent,
+                message_id,
+                sender: ctx.identity.agency.clone(),
+                recipient: sender,
+                service: String::new(),
+                in_reply_to: String::new(),
+                code: 0,
+                reason: String::new(),
+                deadline_ms: None,
+                late_by_ms: None,
+            },
+            &bytes,
+        )?;
         n += 1;
     }
     Ok(n)

@@ -63,12 +63,13 @@ pub fn apply(
     ctx: &Context,
     t: &mut Txn<'_>,
     now_ms: i64,
-    item: Result<(Opened, Vec<u8>), Box<Refused>>,
+    item: Result<Opened, Box<Refused>>,
+    raw: Vec<u8>,
     sla: &mut Vec<SlaEvent>,
 ) -> Result<Verdict, StoreError> {
-    let (opened, raw) = match item {
+    let opened = match item {
         Ok(x) => x,
-        Err(refused) => return reject(ctx, t, now_ms, refused),
+        Err(refused) => return reject(ctx, t, now_ms, refused, &raw),
     };
     let id = opened.header.message_id.clone();
     if let Some(seen) = t.seen(&id)? {
@@ -80,7 +81,7 @@ pub fn apply(
                     format!("header.message_id: {id} was already accepted with different contents"),
                 ),
             );
-            return reject(ctx, t, now_ms, Box::new(r));
+            return reject(ctx, t, now_ms, Box::new(r), &raw);
         }
         t.record(&event(EventKind::Duplicate, now_ms, &opened))?;
         return Ok(Verdict::Duplicate {
@@ -95,19 +96,19 @@ pub fn apply(
             let mut received = event(EventKind::Received, now_ms, &opened);
             received.deadline_ms = open.deadline_ms;
             received.reason = open.policy;
-            t.record(&received)?;
+            t.record_with(&received, &raw)?;
             h.recipient.clone()
         }
         Kind::Reply => {
             if let Err(r) = check_reply(ctx, t, &opened)? {
-                return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
+                return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
             }
             if let Some(req) = t.close_request(&h.in_reply_to)? {
                 crate::deadline::track::on_reply(t, now_ms, &h.in_reply_to, &req, sla)?;
             }
             let mut received = event(EventKind::ReplyReceived, now_ms, &opened);
             received.reason = reply_kind(h).to_string();
-            t.record(&received)?;
+            t.record_with(&received, &raw)?;
             let mut closed = event(EventKind::RequestClosed, now_ms, &opened);
             closed.message_id = h.in_reply_to.clone();
             t.record(&closed)?;
@@ -115,9 +116,9 @@ pub fn apply(
         }
         Kind::Status => {
             if let Err(r) = check_status(t, &opened)? {
-                return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
+                return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
             }
-            t.record(&event(EventKind::Received, now_ms, &opened))?;
+            t.record_with(&event(EventKind::Received, now_ms, &opened), &raw)?;
             h.recipient.clone()
         }
         other => {
@@ -125,7 +126,7 @@ pub fn apply(
                 ErrorCode::KindNotAllowed,
                 format!("{other:?} is not routed"),
             );
-            return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)));
+            return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
         }
     };
     t.accept(&id, &opened.digest, &raw, now_ms)?;
@@ -140,22 +141,36 @@ pub fn apply(
     })
 }
 
+/// Bytes of a refused message kept in the journal, at most (a forged or
+/// oversized message is evidence, but not worth megabytes per copy).
+const KEEP_REFUSED: usize = 64 * 1024;
+
 fn reject(
     ctx: &Context,
     t: &mut Txn<'_>,
     now_ms: i64,
     refused: Box<Refused>,
+    raw: &[u8],
 ) -> Result<Verdict, StoreError> {
+    let kept = &raw[..raw.len().min(KEEP_REFUSED)];
     let attributable = refused
         .sender
         .as_deref()
         .is_some_and(|s| ctx.register.agency(s).is_some())
         && refused.digest.is_some();
     if attributable {
-        t.record(&refused_event(EventKind::Rejected, now_ms, &refused))?;
+        t.record_with(&refused_event(EventKind::Rejected, now_ms, &refused), kept)?;
         Ok(Verdict::Reject(refused))
     } else {
-        t.record(&refused_event(EventKind::Garbage, now_ms, &refused))?;
+        let mut ev = refused_event(EventKind::Garbage, now_ms, &refused);
+        if raw.len() > KEEP_REFUSED {
+            ev.reason = format!(
+                "{} (first {KEEP_REFUSED} of {} bytes kept)",
+                ev.reason,
+                raw.len()
+            );
+        }
+        t.record_with(&ev, kept)?;
         Ok(Verdict::Garbage(refused))
     }
 }

@@ -1,0 +1,431 @@
+//! What an auditor does with a journal: verify it end to end, trace one
+//! message's history, export entries, prove one entry's inclusion under a
+//! signed checkpoint (and check such a proof offline), and replay a range.
+
+use super::checkpoint::{from_hex_bytes, to_hex_bytes, Checkpoint};
+use super::entry::{leaf_of, Entry};
+use super::merkle::{self, Frontier, Hash};
+use crate::store::{EventKind, Store, StoreError};
+use mev_proto::crypto::SignatureVerifier;
+use mev_proto::envelope::{self, Limits};
+use mev_proto::trust::TrustStore;
+use serde::{Deserialize, Serialize};
+
+/// The first thing found wrong, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The entry it concerns, if it concerns one.
+    pub seq: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(s) => write!(f, "entry {s}: {}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+/// What `verify` checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    /// Envelopes whose original signature was checked.
+    pub signatures: u64,
+    /// Whether signatures were also checked to chain to trusted CAs.
+    pub chains_checked: bool,
+    pub checkpoints: u64,
+    /// The first problem, if any; verification stops there.
+    pub problem: Option<Problem>,
+}
+
+/// Kinds whose envelope was accepted (or made) by the exchange and so must
+/// still verify; refused ones are kept as evidence of what was refused.
+fn signature_must_verify(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Received
+            | EventKind::ReplyReceived
+            | EventKind::ReceiptSent
+            | EventKind::NoticeSent
+    )
+}
+
+/// Checks an envelope's signature: with `trust`, the full chain to a
+/// trusted CA and the agency binding at `at`; without, against the key of
+/// the certificate it carries.
+pub fn check_envelope(
+    bytes: &[u8],
+    at: chrono::DateTime<chrono::Utc>,
+    verifier: &dyn SignatureVerifier,
+    trust: Option<&TrustStore>,
+) -> Result<(), String> {
+    let limits = Limits {
+        max_message_bytes: usize::MAX,
+        max_repeated: usize::MAX,
+    };
+    let opened = envelope::open(bytes, &limits).map_err(|r| r.reason)?;
+    if let Some(trust) = trust {
+        return opened
+            .verify(trust, verifier, at)
+            .map(|_| ())
+            .map_err(|r| r.reason);
+    }
+    let sig = opened.envelope.signature.as_ref().ok_or("no signature")?;
+    let cert = sig.certificate_chain.first().ok_or("no certificate")?;
+    let spki = super::checkpoint::spki_of(cert)?;
+    let alg = mev_proto::pb::SignatureAlgorithm::try_from(sig.algorithm)
+        .map_err(|_| format!("unknown algorithm {}", sig.algorithm))?;
+    verifier
+        .verify(alg, &spki, &opened.envelope.header, &sig.value)
+        .map_err(|e| e.to_string())
+}
+
+/// Verifies every entry, the hash chain, the Merkle tree against every
+/// checkpoint, every checkpoint's signature and every accepted envelope's
+/// signature. `progress` is called with the entries done so far.
+pub fn verify(
+    store: &Store,
+    verifier: &dyn SignatureVerifier,
+    trust: Option<&TrustStore>,
+    mut progress: impl FnMut(u64),
+) -> Result<Verified, StoreError> {
+    let mut checkpoints: Vec<(u64, Result<Checkpoint, String>)> = store
+        .checkpoints()?
+        .into_iter()
+        .map(|(size, bytes)| {
+            (
+                size,
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    checkpoints.sort_by_key(|(s, _)| *s);
+    let mut out = Verified {
+        chains_checked: trust.is_some(),
+        ..Verified::default()
+    };
+    let mut next_cp = 0;
+    let mut frontier = Frontier::new();
+    let mut prev: Option<Hash> = None;
+    let mut problem: Option<Problem> = None;
+    let bad = |seq: Option<u64>, what: String| Some(Problem { seq, what });
+
+    // Checkpoints of the empty prefix (none are written, but be exact).
+    let check_cps = |frontier: &Frontier,
+                     out: &mut Verified,
+                     next_cp: &mut usize|
+     -> Option<Problem> {
+        while let Some((size, cp)) = checkpoints.get(*next_cp) {
+            if *size > frontier.size() {
+                break;
+            }
+            *next_cp += 1;
+            let cp = match cp {
+                Ok(cp) => cp,
+                Err(e) => {
+                    return bad(
+                        None,
+                        format!("checkpoint of size {size} does not decode: {e}"),
+                    )
+                }
+            };
+            if cp.size != *size {
+                return bad(
+                    None,
+                    format!("checkpoint kept under size {size} claims size {}", cp.size),
+                );
+            }
+            if let Err(e) = cp.verify(verifier, trust) {
+                return bad(None, format!("checkpoint of size {size}: {e}"));
+            }
+            let root = merkle::to_hex(&frontier.root());
+            if root != cp.root {
+                return bad(
+                    cp.size.checked_sub(1),
+                    format!(
+                        "the Merkle root of entries 0..{size} is {root}, but the checkpoint signed at {} says {}: an entry before {size} was altered",
+                        fmt_ms(cp.at_ms),
+                        cp.root
+                    ),
+                );
+            }
+            out.checkpoints += 1;
+        }
+        None
+    };
+
+    store.journal_scan(0, |seq, bytes, stored_leaf| {
+        let expected = frontier.size();
+        if seq != expected {
+            problem = bad(
+                Some(expected),
+                format!("missing (the next entry present is {seq}): entries were removed"),
+            );
+            return false;
+        }
+        let entry = match Entry::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                problem = bad(Some(seq), format!("altered: {e}"));
+                return false;
+            }
+        };
+        if entry.head.seq != seq {
+            problem = bad(
+                Some(seq),
+                format!(
+                    "holds the record of entry {}: entries were reordered or moved",
+                    entry.head.seq
+                ),
+            );
+            return false;
+        }
+        let leaf = leaf_of(bytes);
+        if stored_leaf != Some(leaf) {
+            problem = bad(
+                Some(seq),
+                "altered: its hash differs from the Merkle leaf recorded for it".into(),
+            );
+            return false;
+        }
+        let want_prev = prev.as_ref().map(merkle::to_hex).unwrap_or_default();
+        if entry.head.prev != want_prev {
+            problem = bad(
+                seq.checked_sub(1),
+                format!("altered or replaced: entry {seq} links to a different predecessor"),
+            );
+            return false;
+        }
+        if !entry.envelope.is_empty() && signature_must_verify(entry.head.event.kind) {
+            let at =
+                chrono::DateTime::from_timestamp_millis(entry.head.event.at_ms).unwrap_or_default();
+            if let Err(e) = check_envelope(&entry.envelope, at, verifier, trust) {
+                problem = bad(
+                    Some(seq),
+                    format!("the stored envelope's signature does not verify: {e}"),
+                );
+                return false;
+            }
+            out.signatures += 1;
+        }
+        frontier.push(leaf);
+        prev = Some(leaf);
+        if let Some(p) = check_cps(&frontier, &mut out, &mut next_cp) {
+            problem = Some(p);
+            return false;
+        }
+        if frontier.size().is_multiple_of(10_000) {
+            progress(frontier.size());
+        }
+        true
+    })?;
+    out.entries = frontier.size();
+    progress(out.entries);
+    if problem.is_none() {
+        let (head_size, _) = store.journal_head()?;
+        if head_size > out.entries {
+            problem = bad(
+                Some(out.entries),
+                format!(
+                    "missing: the log was truncated ({} entries recorded, {} remain)",
+                    head_size, out.entries
+                ),
+            );
+        }
+    }
+    if problem.is_none() {
+        if let Some((size, cp)) = checkpoints.get(next_cp) {
+            let at = cp.as_ref().map(|c| fmt_ms(c.at_ms)).unwrap_or_default();
+            problem = bad(
+                Some(out.entries),
+                format!(
+                    "missing: the log was truncated; the checkpoint signed at {at} covers {size} entries, only {} remain",
+                    out.entries
+                ),
+            );
+        }
+    }
+    out.problem = problem;
+    Ok(out)
+}
+
+fn fmt_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The entries about a message and the messages answering it, in order.
+pub fn trace(store: &Store, message_id: &str) -> Result<Vec<Entry>, StoreError> {
+    let mut seqs: Vec<u64> = store.journal_about(message_id)?;
+    let mut related = Vec::new();
+    for &s in &seqs {
+        if let Some(bytes) = store.journal_entry(s)? {
+            if let Ok(e) = Entry::decode(&bytes) {
+                let id = &e.head.event.message_id;
+                if id != message_id && e.head.event.in_reply_to == message_id {
+                    related.push(id.clone());
+                }
+            }
+        }
+    }
+    for id in related {
+        seqs.extend(store.journal_about(&id)?);
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut out = Vec::new();
+    for s in seqs {
+        if let Some(bytes) = store.journal_entry(s)? {
+            out.push(
+                Entry::decode(&bytes)
+                    .map_err(|e| StoreError::Journal(format!("entry {s}: {e}")))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A self-contained proof that one entry is in the journal under a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub message_id: String,
+    /// The entry's index (its sequence).
+    pub index: u64,
+    /// The entry's stored bytes (hex): its head and the signed envelope.
+    pub entry: String,
+    /// The audit path (hex), RFC 9162 §2.1.3.
+    pub path: Vec<String>,
+    /// The signed tree head the path leads to.
+    pub checkpoint: Checkpoint,
+}
+
+/// Why no proof can be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    #[error("no journal entry is about message {0}")]
+    Unknown(String),
+    #[error("entry {0} is newer than the newest checkpoint; the broker writes one every 10 s and when it stops")]
+    NoCheckpoint(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// The inclusion proof of the first entry recording message `id`.
+pub fn prove(store: &Store, id: &str) -> Result<InclusionProof, ProveError> {
+    let mut target = None;
+    for s in store.journal_about(id)? {
+        if let Some(bytes) = store.journal_entry(s)? {
+            if Entry::decode(&bytes).is_ok_and(|e| e.head.event.message_id == id) {
+                target = Some((s, bytes));
+                break;
+            }
+        }
+    }
+    let (index, bytes) = target.ok_or_else(|| ProveError::Unknown(id.to_string()))?;
+    let (size, cp) = store
+        .checkpoints()?
+        .into_iter()
+        .rev()
+        .find(|(size, _)| *size > index)
+        .ok_or(ProveError::NoCheckpoint(index))?;
+    let checkpoint: Checkpoint =
+        serde_json::from_slice(&cp).map_err(|e| ProveError::Checkpoint(e.to_string()))?;
+    let leaves = store.journal_leaves(size)?;
+    if leaves.len() as u64 != size {
+        return Err(ProveError::Checkpoint(format!(
+            "the checkpoint covers {size} entries but {} leaf hashes are stored",
+            leaves.len()
+        )));
+    }
+    let path = merkle::try_inclusion_proof(&leaves, index)
+        .map_err(|e| ProveError::Checkpoint(e.to_string()))?;
+    Ok(InclusionProof {
+        message_id: id.to_string(),
+        index,
+        entry: to_hex_bytes(&bytes),
+        path: path.iter().map(merkle::to_hex).collect(),
+        checkpoint,
+    })
+}
+
+/// Checks a proof offline: the checkpoint's signature (and, given `trust`,
+/// the broker's certificate), then the entry's path to the signed root.
+/// Returns the entry it proves.
+pub fn check_proof(
+    proof: &InclusionProof,
+    verifier: &dyn SignatureVerifier,
+    trust: Option<&TrustStore>,
+) -> Result<Entry, String> {
+    proof
+        .checkpoint
+        .verify(verifier, trust)
+        .map_err(|e| e.to_string())?;
+    let bytes = from_hex_bytes(&proof.entry).ok_or("entry is not hex")?;
+    let entry = Entry::decode(&bytes).map_err(|e| format!("entry: {e}"))?;
+    if entry.head.seq != proof.index {
+        return Err(format!(
+            "the entry says it is number {}, the proof says {}",
+            entry.head.seq, proof.index
+        ));
+    }
+    if entry.head.event.message_id != proof.message_id {
+        return Err(format!(
+            "the entry records message {}, not {}",
+            entry.head.event.message_id, proof.message_id
+        ));
+    }
+    let path: Vec<Hash> = proof
+        .path
+        .iter()
+        .map(|h| merkle::from_hex(h).map_err(|e| format!("path: {e}")))
+        .collect::<Result<_, _>>()?;
+    let root = merkle::from_hex(&proof.checkpoint.root).map_err(|e| format!("root: {e}"))?;
+    merkle::verify_inclusion(
+        &leaf_of(&bytes),
+        proof.index,
+        proof.checkpoint.size,
+        &path,
+        &root,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(entry)
+}
+
+/// The accepted messages (requests, replies, status updates) recorded with
+/// `from <= at < to`, in order: (message id, envelope).
+pub fn replay_range(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    let mut bad = None;
+    store.journal_scan(0, |seq, bytes, _| {
+        match Entry::decode(bytes) {
+            Ok(e) => {
+                let ev = &e.head.event;
+                if matches!(ev.kind, EventKind::Received | EventKind::ReplyReceived)
+                    && (from_ms..to_ms).contains(&ev.at_ms)
+                    && !e.envelope.is_empty()
+                {
+                    out.push((ev.message_id.clone(), e.envelope));
+                }
+            }
+            Err(e) => {
+                bad = Some(format!("entry {seq}: {e}"));
+                return false;
+            }
+        }
+        true
+    })?;
+    match bad {
+        Some(b) => Err(StoreError::Journal(b)),
+        None => Ok(out),
+    }
+}
