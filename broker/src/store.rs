@@ -358,6 +358,35 @@ impl Store {
         Ok((frontier.size(), frontier.root()))
     }
 
+    /// Entries before this one were sealed into segment files (their bodies
+    /// left the live store; their leaf hashes stay).
+    pub fn journal_sealed_upto(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let v = meta
+            .get("sealed_upto")?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(v)
+    }
+
+    /// Removes the bodies of entries `sealed_upto..upto` from the live store
+    /// once a segment file holds them (see [`crate::journal::segment`]).
+    pub fn journal_seal(&self, upto: u64) -> Result<(), StoreError> {
+        let from = self.journal_sealed_upto()?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut journal = tx.open_table(JOURNAL)?;
+            for seq in from..upto {
+                journal.remove(seq)?;
+            }
+            let mut meta = tx.open_table(META)?;
+            meta.insert("sealed_upto", upto.to_be_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Keeps a signed checkpoint (JSON) of the tree at `size`.
     pub fn put_checkpoint(&self, size: u64, checkpoint: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;

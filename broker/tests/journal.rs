@@ -56,7 +56,14 @@ fn trust(dir: &Path) -> TrustStore {
 
 fn verify(dir: &Path) -> Verified {
     let store = Store::open(dir).unwrap();
-    audit::verify(&store, &RingVerifier::new(), Some(&trust(dir)), |_| {}).unwrap()
+    audit::verify(
+        &store,
+        &RingVerifier::new(),
+        Some(&trust(dir)),
+        None,
+        |_| {},
+    )
+    .unwrap()
 }
 
 fn entry_count(dir: &Path) -> u64 {
@@ -75,7 +82,10 @@ fn a_demo_journal_verifies_with_every_signature_and_checkpoint() {
     let v = verify(dir.path());
     assert_eq!(v.problem, None);
     assert!(v.entries > 200, "{v:?}");
-    assert!(v.signatures > 80, "40 requests, 40 replies, their receipts: {v:?}");
+    assert!(
+        v.signatures > 80,
+        "40 requests, 40 replies, their receipts: {v:?}"
+    );
     assert!(
         v.checkpoints >= 1,
         "the broker signs a checkpoint when it stops"
@@ -187,7 +197,7 @@ fn a_proof_verifies_offline_and_fails_after_tampering() {
         .find(|e| e.kind == EventKind::Received)
         .unwrap()
         .message_id;
-    let proof = audit::prove(&store, &request).unwrap();
+    let proof = audit::prove(&store, &request, None).unwrap();
     drop(store);
     // Offline: only the proof's JSON and the CA.
     let json = serde_json::to_string(&proof).unwrap();
@@ -246,7 +256,7 @@ fn trace_shows_a_whole_request_and_reply_history() {
         .find(|e| e.kind == EventKind::ReplyReceived)
         .unwrap();
     let request = reply.in_reply_to.clone();
-    let trace = audit::trace(&store, &request).unwrap();
+    let trace = audit::trace(&store, &request, None).unwrap();
     let kinds: Vec<EventKind> = trace.iter().map(|e| e.head.event.kind).collect();
     for k in [
         EventKind::Received,
@@ -401,4 +411,68 @@ fn the_cli_verifies_and_names_the_first_bad_entry() {
     let (code, out) = run(&["audit", "verify", "--data", data]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("TAMPERED: entry 7"), "{out}");
+}
+
+#[test]
+fn sealed_segments_chain_keep_the_history_verifiable_and_betray_tampering() {
+    let dir = demo_journal();
+    let segs = dir.path().join("segments");
+    let n = entry_count(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let request = store
+        .events()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == EventKind::Received)
+        .unwrap()
+        .message_id;
+    let first = mev_broker::journal::segment::seal(&store, n / 3, &segs, 1).unwrap();
+    let second = mev_broker::journal::segment::seal(&store, 2 * n / 3, &segs, 2).unwrap();
+    assert_eq!(
+        store.journal_entry(0).unwrap(),
+        None,
+        "sealed bodies left the live store"
+    );
+    assert!(store.journal_entry(n - 1).unwrap().is_some());
+    // A sealed entry is still traced and proved, from the segments.
+    let proof = audit::prove(&store, &request, Some(&segs)).unwrap();
+    audit::check_proof(&proof, &RingVerifier::new(), Some(&trust(dir.path()))).unwrap();
+    assert!(!audit::trace(&store, &request, Some(&segs))
+        .unwrap()
+        .is_empty());
+    drop(store);
+
+    let check = |segments: Option<&Path>| {
+        let store = Store::open(dir.path()).unwrap();
+        audit::verify(
+            &store,
+            &RingVerifier::new(),
+            Some(&trust(dir.path())),
+            segments,
+            |_| {},
+        )
+        .unwrap()
+    };
+    let v = check(Some(&segs));
+    assert_eq!(v.problem, None);
+    assert_eq!((v.segments, v.entries), (2, n));
+    let v = check(None);
+    assert_eq!(v.problem, None);
+    assert_eq!(v.unchecked_sealed, 2 * n / 3);
+
+    // A flipped byte inside the first segment is found and located.
+    let original = std::fs::read(&first).unwrap();
+    let mut bytes = original.clone();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+    let v = check(Some(&segs));
+    let p = v.problem.expect("detected");
+    assert_eq!(p.seq, Some(n / 3 - 1), "{p}");
+    // Removing a segment breaks the chain.
+    std::fs::write(&first, &original).unwrap();
+    std::fs::remove_file(&first).unwrap();
+    let v = check(Some(&segs));
+    assert!(v.problem.is_some());
+    let _ = second;
 }

@@ -37,6 +37,10 @@ pub struct Verified {
     /// Whether signatures were also checked to chain to trusted CAs.
     pub chains_checked: bool,
     pub checkpoints: u64,
+    /// Segment files checked.
+    pub segments: u64,
+    /// Sealed entries taken on their stored leaf hashes (no segments given).
+    pub unchecked_sealed: u64,
     /// The first problem, if any; verification stops there.
     pub problem: Option<Problem>,
 }
@@ -83,13 +87,127 @@ pub fn check_envelope(
         .map_err(|e| e.to_string())
 }
 
+/// Walks entries in order, checking each and the tree against checkpoints.
+struct Walker<'a> {
+    verifier: &'a dyn SignatureVerifier,
+    trust: Option<&'a TrustStore>,
+    checkpoints: Vec<(u64, Result<Checkpoint, String>)>,
+    next_cp: usize,
+    frontier: Frontier,
+    prev: Option<Hash>,
+    out: Verified,
+}
+
+fn bad(seq: Option<u64>, what: String) -> Option<Problem> {
+    Some(Problem { seq, what })
+}
+
+impl Walker<'_> {
+    /// Checks one entry; `stored_leaf` is the live store's leaf for it.
+    fn entry(&mut self, seq: u64, bytes: &[u8], stored_leaf: Option<Hash>) -> Option<Problem> {
+        let expected = self.frontier.size();
+        if seq != expected {
+            return bad(
+                Some(expected),
+                format!("missing (the next entry present is {seq}): entries were removed"),
+            );
+        }
+        let entry = match Entry::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => return bad(Some(seq), format!("altered: {e}")),
+        };
+        if entry.head.seq != seq {
+            return bad(
+                Some(seq),
+                format!(
+                    "holds the record of entry {}: entries were reordered or moved",
+                    entry.head.seq
+                ),
+            );
+        }
+        let leaf = leaf_of(bytes);
+        if stored_leaf != Some(leaf) {
+            return bad(
+                Some(seq),
+                "altered: its hash differs from the Merkle leaf recorded for it".into(),
+            );
+        }
+        let want_prev = self.prev.as_ref().map(merkle::to_hex).unwrap_or_default();
+        if entry.head.prev != want_prev {
+            return bad(
+                seq.checked_sub(1),
+                format!("altered or replaced: entry {seq} links to a different predecessor"),
+            );
+        }
+        if !entry.envelope.is_empty() && signature_must_verify(entry.head.event.kind) {
+            let at =
+                chrono::DateTime::from_timestamp_millis(entry.head.event.at_ms).unwrap_or_default();
+            if let Err(e) = check_envelope(&entry.envelope, at, self.verifier, self.trust) {
+                return bad(
+                    Some(seq),
+                    format!("the stored envelope's signature does not verify: {e}"),
+                );
+            }
+            self.out.signatures += 1;
+        }
+        self.push(leaf)
+    }
+
+    /// Adds a leaf to the tree and checks the checkpoints it completes.
+    fn push(&mut self, leaf: Hash) -> Option<Problem> {
+        self.frontier.push(leaf);
+        self.prev = Some(leaf);
+        while let Some((size, cp)) = self.checkpoints.get(self.next_cp) {
+            let size = *size;
+            if size > self.frontier.size() {
+                break;
+            }
+            self.next_cp += 1;
+            let cp = match cp {
+                Ok(cp) => cp,
+                Err(e) => {
+                    return bad(
+                        None,
+                        format!("checkpoint of size {size} does not decode: {e}"),
+                    )
+                }
+            };
+            if cp.size != size {
+                return bad(
+                    None,
+                    format!("checkpoint kept under size {size} claims size {}", cp.size),
+                );
+            }
+            if let Err(e) = cp.verify(self.verifier, self.trust) {
+                return bad(None, format!("checkpoint of size {size}: {e}"));
+            }
+            let root = merkle::to_hex(&self.frontier.root());
+            if root != cp.root {
+                return bad(
+                    size.checked_sub(1),
+                    format!(
+                        "the Merkle root of entries 0..{size} is {root}, but the checkpoint signed at {} says {}: an entry before {size} was altered",
+                        fmt_ms(cp.at_ms),
+                        cp.root
+                    ),
+                );
+            }
+            self.out.checkpoints += 1;
+        }
+        None
+    }
+}
+
 /// Verifies every entry, the hash chain, the Merkle tree against every
 /// checkpoint, every checkpoint's signature and every accepted envelope's
-/// signature. `progress` is called with the entries done so far.
+/// signature. Entries sealed away are read from the segment files in
+/// `segments` (their chain checked too); without it, their stored leaf
+/// hashes are taken as they are. `progress` is called with entries done.
 pub fn verify(
     store: &Store,
     verifier: &dyn SignatureVerifier,
     trust: Option<&TrustStore>,
+    segments: Option<&std::path::Path>,
     mut progress: impl FnMut(u64),
 ) -> Result<Verified, StoreError> {
     let mut checkpoints: Vec<(u64, Result<Checkpoint, String>)> = store
@@ -103,126 +221,46 @@ pub fn verify(
         })
         .collect();
     checkpoints.sort_by_key(|(s, _)| *s);
-    let mut out = Verified {
-        chains_checked: trust.is_some(),
-        ..Verified::default()
+    let mut w = Walker {
+        verifier,
+        trust,
+        checkpoints,
+        next_cp: 0,
+        frontier: Frontier::new(),
+        prev: None,
+        out: Verified {
+            chains_checked: trust.is_some(),
+            ..Verified::default()
+        },
     };
-    let mut next_cp = 0;
-    let mut frontier = Frontier::new();
-    let mut prev: Option<Hash> = None;
-    let mut problem: Option<Problem> = None;
-    let bad = |seq: Option<u64>, what: String| Some(Problem { seq, what });
-
-    // Checkpoints of the empty prefix (none are written, but be exact).
-    let check_cps = |frontier: &Frontier,
-                     out: &mut Verified,
-                     next_cp: &mut usize|
-     -> Option<Problem> {
-        while let Some((size, cp)) = checkpoints.get(*next_cp) {
-            if *size > frontier.size() {
-                break;
-            }
-            *next_cp += 1;
-            let cp = match cp {
-                Ok(cp) => cp,
-                Err(e) => {
-                    return bad(
-                        None,
-                        format!("checkpoint of size {size} does not decode: {e}"),
-                    )
+    let sealed = store.journal_sealed_upto()?;
+    let mut problem = None;
+    if sealed > 0 {
+        let leaves = store.journal_leaves(sealed)?;
+        match segments {
+            Some(dir) => problem = walk_segments(&mut w, dir, &leaves, sealed),
+            None => {
+                w.out.unchecked_sealed = sealed;
+                for leaf in leaves {
+                    if let Some(p) = w.push(leaf) {
+                        problem = Some(p);
+                        break;
+                    }
                 }
-            };
-            if cp.size != *size {
-                return bad(
-                    None,
-                    format!("checkpoint kept under size {size} claims size {}", cp.size),
-                );
             }
-            if let Err(e) = cp.verify(verifier, trust) {
-                return bad(None, format!("checkpoint of size {size}: {e}"));
+        }
+    }
+    if problem.is_none() {
+        store.journal_scan(sealed, |seq, bytes, stored_leaf| {
+            problem = w.entry(seq, bytes, stored_leaf);
+            if w.frontier.size().is_multiple_of(10_000) {
+                progress(w.frontier.size());
             }
-            let root = merkle::to_hex(&frontier.root());
-            if root != cp.root {
-                return bad(
-                    cp.size.checked_sub(1),
-                    format!(
-                        "the Merkle root of entries 0..{size} is {root}, but the checkpoint signed at {} says {}: an entry before {size} was altered",
-                        fmt_ms(cp.at_ms),
-                        cp.root
-                    ),
-                );
-            }
-            out.checkpoints += 1;
-        }
-        None
-    };
-
-    store.journal_scan(0, |seq, bytes, stored_leaf| {
-        let expected = frontier.size();
-        if seq != expected {
-            problem = bad(
-                Some(expected),
-                format!("missing (the next entry present is {seq}): entries were removed"),
-            );
-            return false;
-        }
-        let entry = match Entry::decode(bytes) {
-            Ok(e) => e,
-            Err(e) => {
-                problem = bad(Some(seq), format!("altered: {e}"));
-                return false;
-            }
-        };
-        if entry.head.seq != seq {
-            problem = bad(
-                Some(seq),
-                format!(
-                    "holds the record of entry {}: entries were reordered or moved",
-                    entry.head.seq
-                ),
-            );
-            return false;
-        }
-        let leaf = leaf_of(bytes);
-        if stored_leaf != Some(leaf) {
-            problem = bad(
-                Some(seq),
-                "altered: its hash differs from the Merkle leaf recorded for it".into(),
-            );
-            return false;
-        }
-        let want_prev = prev.as_ref().map(merkle::to_hex).unwrap_or_default();
-        if entry.head.prev != want_prev {
-            problem = bad(
-                seq.checked_sub(1),
-                format!("altered or replaced: entry {seq} links to a different predecessor"),
-            );
-            return false;
-        }
-        if !entry.envelope.is_empty() && signature_must_verify(entry.head.event.kind) {
-            let at =
-                chrono::DateTime::from_timestamp_millis(entry.head.event.at_ms).unwrap_or_default();
-            if let Err(e) = check_envelope(&entry.envelope, at, verifier, trust) {
-                problem = bad(
-                    Some(seq),
-                    format!("the stored envelope's signature does not verify: {e}"),
-                );
-                return false;
-            }
-            out.signatures += 1;
-        }
-        frontier.push(leaf);
-        prev = Some(leaf);
-        if let Some(p) = check_cps(&frontier, &mut out, &mut next_cp) {
-            problem = Some(p);
-            return false;
-        }
-        if frontier.size().is_multiple_of(10_000) {
-            progress(frontier.size());
-        }
-        true
-    })?;
-    out.entries = frontier.size();
+            problem.is_none()
+        })?;
+    }
+    let mut out = w.out;
+    out.entries = w.frontier.size();
     progress(out.entries);
     if problem.is_none() {
         let (head_size, _) = store.journal_head()?;
@@ -237,7 +275,7 @@ pub fn verify(
         }
     }
     if problem.is_none() {
-        if let Some((size, cp)) = checkpoints.get(next_cp) {
+        if let Some((size, cp)) = w.checkpoints.get(w.next_cp) {
             let at = cp.as_ref().map(|c| fmt_ms(c.at_ms)).unwrap_or_default();
             problem = bad(
                 Some(out.entries),
@@ -252,18 +290,114 @@ pub fn verify(
     Ok(out)
 }
 
+/// Checks the segment files in `dir`: each names the one before it, starts
+/// where it ended, holds entries whose hashes are the stored leaves, and
+/// ends at the recorded tree root; together they cover `0..sealed`.
+fn walk_segments(
+    w: &mut Walker<'_>,
+    dir: &std::path::Path,
+    leaves: &[Hash],
+    sealed: u64,
+) -> Option<Problem> {
+    let files = match super::segment::list(dir) {
+        Ok(f) => f,
+        Err(e) => return bad(None, e.to_string()),
+    };
+    let mut prev_sha = String::new();
+    for path in files {
+        let seg = match super::segment::read(&path) {
+            Ok(s) => s,
+            Err(e) => return bad(None, format!("segment {}: {e}", path.display())),
+        };
+        let name = path.display();
+        if seg.header.prev_segment != prev_sha {
+            return bad(
+                Some(seg.header.first),
+                format!("segment {name} does not chain to the segment before it (altered, removed or reordered)"),
+            );
+        }
+        if seg.header.first != w.frontier.size() {
+            return bad(
+                Some(w.frontier.size()),
+                format!("missing: segment {name} starts at {}", seg.header.first),
+            );
+        }
+        for (seq, bytes) in &seg.entries {
+            let stored = leaves.get(*seq as usize).copied();
+            if let Some(p) = w.entry(*seq, bytes, stored) {
+                return Some(Problem {
+                    seq: p.seq,
+                    what: format!("{} (in segment {name})", p.what),
+                });
+            }
+        }
+        if w.frontier.size() != seg.header.end
+            || merkle::to_hex(&w.frontier.root()) != seg.header.root_at_end
+        {
+            return bad(
+                Some(seg.header.end.saturating_sub(1)),
+                format!("segment {name} does not end at the tree it recorded"),
+            );
+        }
+        w.out.segments += 1;
+        prev_sha = seg.sha256;
+    }
+    if w.frontier.size() != sealed {
+        return bad(
+            Some(w.frontier.size()),
+            format!(
+                "missing: entries {}..{sealed} were sealed but no segment holds them",
+                w.frontier.size()
+            ),
+        );
+    }
+    None
+}
+
 fn fmt_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
 }
 
-/// The entries about a message and the messages answering it, in order.
-pub fn trace(store: &Store, message_id: &str) -> Result<Vec<Entry>, StoreError> {
+/// An entry's stored bytes: from the live store, or, once sealed, from the
+/// segment files in `segments`.
+pub fn entry_bytes(
+    store: &Store,
+    seq: u64,
+    segments: Option<&std::path::Path>,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Some(b) = store.journal_entry(seq)? {
+        return Ok(Some(b));
+    }
+    let Some(dir) = segments else {
+        return Ok(None);
+    };
+    let files = super::segment::list(dir).map_err(|e| StoreError::Journal(e.to_string()))?;
+    for path in files {
+        let seg = super::segment::read(&path).map_err(|e| StoreError::Journal(e.to_string()))?;
+        if (seg.header.first..seg.header.end).contains(&seq) {
+            return Ok(seg
+                .entries
+                .into_iter()
+                .find(|(s, _)| *s == seq)
+                .map(|(_, b)| b));
+        }
+    }
+    Ok(None)
+}
+
+/// The entries about a message and the messages answering it, in order
+/// (sealed ones read from `segments`, if given).
+pub fn trace(
+    store: &Store,
+    message_id: &str,
+    segments: Option<&std::path::Path>,
+) -> Result<Vec<Entry>, StoreError> {
     let mut seqs: Vec<u64> = store.journal_about(message_id)?;
     let mut related = Vec::new();
     for &s in &seqs {
-        if let Some(bytes) = store.journal_entry(s)? {
+        if let Some(bytes) = entry_bytes(store, s, segments)? {
             if let Ok(e) = Entry::decode(&bytes) {
                 let id = &e.head.event.message_id;
                 if id != message_id && e.head.event.in_reply_to == message_id {
@@ -279,7 +413,7 @@ pub fn trace(store: &Store, message_id: &str) -> Result<Vec<Entry>, StoreError> 
     seqs.dedup();
     let mut out = Vec::new();
     for s in seqs {
-        if let Some(bytes) = store.journal_entry(s)? {
+        if let Some(bytes) = entry_bytes(store, s, segments)? {
             out.push(
                 Entry::decode(&bytes)
                     .map_err(|e| StoreError::Journal(format!("entry {s}: {e}")))?,
@@ -316,11 +450,16 @@ pub enum ProveError {
     Checkpoint(String),
 }
 
-/// The inclusion proof of the first entry recording message `id`.
-pub fn prove(store: &Store, id: &str) -> Result<InclusionProof, ProveError> {
+/// The inclusion proof of the first entry recording message `id` (sealed
+/// entries read from `segments`, if given).
+pub fn prove(
+    store: &Store,
+    id: &str,
+    segments: Option<&std::path::Path>,
+) -> Result<InclusionProof, ProveError> {
     let mut target = None;
     for s in store.journal_about(id)? {
-        if let Some(bytes) = store.journal_entry(s)? {
+        if let Some(bytes) = entry_bytes(store, s, segments)? {
             if Entry::decode(&bytes).is_ok_and(|e| e.head.event.message_id == id) {
                 target = Some((s, bytes));
                 break;

@@ -26,12 +26,18 @@ pub enum AuditCommand {
         /// certificate chained to them and was bound to the signer at the time.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// The sealed segment files (from `mev audit seal`), checked too.
+        #[arg(long)]
+        segments: Option<PathBuf>,
     },
     /// The whole history of a request and its reply, in local time.
     Trace {
         #[arg(long)]
         data: PathBuf,
         message_id: String,
+        /// Sealed segment files, for entries no longer in the live store.
+        #[arg(long)]
+        segments: Option<PathBuf>,
     },
     /// Entries as JSON lines.
     Export {
@@ -58,6 +64,9 @@ pub enum AuditCommand {
         #[arg(long)]
         data: PathBuf,
         message_id: String,
+        /// Sealed segment files, for entries no longer in the live store.
+        #[arg(long)]
+        segments: Option<PathBuf>,
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -69,6 +78,21 @@ pub enum AuditCommand {
         /// Trusted CA certificates (PEM) that the broker's certificate must chain to.
         #[arg(long)]
         ca: Option<PathBuf>,
+    },
+    /// Move entries up to a point out of the live store into a segment file
+    /// that chains to the previous one (retention; the broker must be stopped).
+    Seal {
+        #[arg(long)]
+        data: PathBuf,
+        /// Seal the entries recorded before this time (RFC 3339 or a date).
+        #[arg(long, conflicts_with = "upto")]
+        before: Option<String>,
+        /// Seal the entries before this sequence number.
+        #[arg(long)]
+        upto: Option<u64>,
+        /// The directory of segment files.
+        #[arg(long)]
+        into: PathBuf,
     },
     /// Re-publish the messages accepted in a time range to a queue, marked as
     /// replays (AMQP message id `replay:<id>`; the bytes are the original,
@@ -135,23 +159,30 @@ fn output(out: &Option<PathBuf>) -> anyhow::Result<Box<dyn std::io::Write>> {
 /// Runs one audit command.
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify { data, ca } => {
+        AuditCommand::Verify { data, ca, segments } => {
             let store = open_store(&data)?;
             let trust = load_trust(&ca)?;
             let started = Instant::now();
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = audit::verify(&store, &RingVerifier::new(), trust.as_ref(), |n| {
-                let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                if tty {
-                    eprint!("\rverifying: {n} entries ({rate:.0}/s)   ");
-                }
-            })?;
+            let verifier = RingVerifier::new();
+            let report = audit::verify(
+                &store,
+                &verifier,
+                trust.as_ref(),
+                segments.as_deref(),
+                |n| {
+                    let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    if tty {
+                        eprint!("\rverifying: {n} entries ({rate:.0}/s)   ");
+                    }
+                },
+            )?;
             if tty {
                 eprintln!();
             }
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "{} entries, {} signatures{}, {} checkpoints checked in {secs:.2} s ({:.0} entries/s)",
+                "{} entries, {} signatures{}, {} checkpoints, {} segments checked in {secs:.2} s ({:.0} entries/s)",
                 report.entries,
                 report.signatures,
                 if report.chains_checked {
@@ -160,8 +191,15 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     " (keys only; give --ca to check the chains)"
                 },
                 report.checkpoints,
+                report.segments,
                 report.entries as f64 / secs.max(1e-9)
             );
+            if report.unchecked_sealed > 0 {
+                println!(
+                    "entries before {} are sealed in segment files; give --segments DIR to check them too",
+                    report.unchecked_sealed
+                );
+            }
             match report.problem {
                 None => {
                     println!("journal verified: nothing altered, removed, reordered or truncated");
@@ -173,9 +211,13 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Trace { data, message_id } => {
+        AuditCommand::Trace {
+            data,
+            message_id,
+            segments,
+        } => {
             let store = open_store(&data)?;
-            let entries = audit::trace(&store, &message_id)?;
+            let entries = audit::trace(&store, &message_id, segments.as_deref())?;
             if entries.is_empty() {
                 println!("no journal entry is about {message_id}");
                 return Ok(ExitCode::from(1));
@@ -251,10 +293,11 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Prove {
             data,
             message_id,
+            segments,
             out,
         } => {
             let store = open_store(&data)?;
-            let proof = audit::prove(&store, &message_id)?;
+            let proof = audit::prove(&store, &message_id, segments.as_deref())?;
             let mut w = output(&out)?;
             serde_json::to_writer_pretty(&mut w, &proof)?;
             writeln!(w)?;
@@ -294,6 +337,34 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        AuditCommand::Seal {
+            data,
+            before,
+            upto,
+            into,
+        } => {
+            let store = open_store(&data)?;
+            let upto = match (upto, before) {
+                (Some(u), _) => u,
+                (None, Some(t)) => {
+                    let t = parse_time(&t)?;
+                    let mut upto = store.journal_sealed_upto()?;
+                    store.journal_scan(upto, |seq, bytes, _| match Entry::decode(bytes) {
+                        Ok(e) if e.head.event.at_ms < t => {
+                            upto = seq + 1;
+                            true
+                        }
+                        _ => false,
+                    })?;
+                    upto
+                }
+                (None, None) => anyhow::bail!("give --before TIME or --upto SEQ"),
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            let path = super::segment::seal(&store, upto, &into, now)?;
+            println!("sealed entries up to {upto} into {}", path.display());
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Replay {
             data,

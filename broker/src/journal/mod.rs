@@ -23,6 +23,8 @@
 //! - [`entry`]: an entry's stored form.
 //! - [`checkpoint`]: signed tree heads, and the task that writes them.
 //! - [`audit`]: verify, trace, prove, check a proof, replay.
+//! - [`segment`]: sealing old entries into files that chain to each other,
+//!   so the live store stays small while the history stays verifiable.
 //! - [`cli`]: `mev audit …`.
 //!
 //! The tables live in the broker's store (`crate::store`), which appends
@@ -33,6 +35,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod entry;
 pub mod merkle;
+pub mod segment;
 
 pub use checkpoint::Checkpoint;
 
