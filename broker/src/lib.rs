@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod pki;
 pub mod register;
+pub mod report;
 pub mod server;
 pub mod status;
 pub mod store;

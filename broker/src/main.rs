@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         cmd: mev_broker::journal::cli::AuditCommand,
     },
+    /// Quality reports from the broker's journal (RU 963 §9, §11; UZ resolution No. 120 §3).
+    Report {
+        #[command(subcommand)]
+        cmd: mev_broker::report::ReportCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => broker(args),
         Command::Status(args) => mev_broker::status::run(args),
         Command::Audit { cmd } => mev_broker::journal::cli::run(cmd),
+        Command::Report { cmd } => mev_broker::report::run(cmd),
     };
     match result {
         Ok(code) => code,

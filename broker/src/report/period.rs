@@ -189,7 +189,9 @@ mod tests {
         for s in ["2026Q3", "2026-Q3", "2026q3", " 2026Q3 "] {
             assert_eq!(s.parse::<Quarter>(), Ok(Quarter { year: 2026, q: 3 }));
         }
-        for s in ["2026Q0", "2026Q5", "26Q1", "2026", "Q3", "2026Q", "2026Q12", "abcdQ1"] {
+        for s in [
+            "2026Q0", "2026Q5", "26Q1", "2026", "Q3", "2026Q", "2026Q12", "abcdQ1",
+        ] {
             assert_eq!(
                 s.parse::<Quarter>(),
                 Err(PeriodError::BadQuarter(s.into())),

@@ -296,12 +296,7 @@ fn classify<'a>(
 
 /// Builds the report from the journal's events (all of them, in order:
 /// replies in the period find their requests accepted before it).
-pub fn build(
-    events: &[Event],
-    period: &Period,
-    by: By,
-    generated_at: DateTime<Utc>,
-) -> SlaReport {
+pub fn build(events: &[Event], period: &Period, by: By, generated_at: DateTime<Utc>) -> SlaReport {
     let mut requests: HashMap<&str, &Event> = HashMap::new();
     for e in events {
         if e.kind == EventKind::Received && e.in_reply_to.is_empty() {
@@ -377,12 +372,16 @@ pub fn build(
 /// A duration for people: `850 ms`, `1.4 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`.
 pub fn human_ms(ms: i64) -> String {
     let s = ms / 1000;
-    match ms {
-        ..1_000 => format!("{ms} ms"),
-        ..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        ..3_600_000 => format!("{} min {} s", s / 60, s % 60),
-        ..86_400_000 => format!("{} h {} min", s / 3600, s / 60 % 60),
-        _ => format!("{} d {} h", s / 86_400, s / 3600 % 24),
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else if ms < 86_400_000 {
+        format!("{} h {} min", s / 3600, s / 60 % 60)
+    } else {
+        format!("{} d {} h", s / 86_400, s / 3600 % 24)
     }
 }
 

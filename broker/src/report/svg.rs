@@ -38,7 +38,10 @@ pub fn compliance(rows: &[Row]) -> String {
         r#"<defs><pattern id="hatch-late" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">"#,
         r##"<rect width="6" height="6" fill="#f9a825"/><line x1="0" y1="0" x2="0" y2="6" stroke="#7a5200" stroke-width="2"/></pattern></defs>"##
     ));
-    legend(&mut s, &[("on time", ON_TIME), ("late", LATE), ("breached", BREACHED)]);
+    legend(
+        &mut s,
+        &[("on time", ON_TIME), ("late", LATE), ("breached", BREACHED)],
+    );
     if max == 0 {
         let _ = write!(
             s,
