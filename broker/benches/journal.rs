@@ -84,9 +84,10 @@ fn main() {
                 Ok(())
             })
             .expect("append");
-        i = end;
         // A checkpoint every 100,000 entries, as the broker writes one every 10 s.
-        if i.is_multiple_of(100_000) || i == n {
+        let crossed = end / 100_000 != i / 100_000;
+        i = end;
+        if crossed || i == n {
             mev_broker::journal::checkpoint::write(&store, &broker, now).expect("checkpoint");
             checkpoints += 1;
         }

@@ -66,6 +66,21 @@ pub fn check_envelope(
     verifier: &dyn SignatureVerifier,
     trust: Option<&TrustStore>,
 ) -> Result<(), String> {
+    check_envelope_cached(bytes, at, verifier, trust, &mut SpkiCache::default())
+}
+
+/// Certificate → its public key, so a journal of a million envelopes from a
+/// few signers parses each certificate once.
+#[derive(Default)]
+pub struct SpkiCache(std::collections::HashMap<Hash, Vec<u8>>);
+
+fn check_envelope_cached(
+    bytes: &[u8],
+    at: chrono::DateTime<chrono::Utc>,
+    verifier: &dyn SignatureVerifier,
+    trust: Option<&TrustStore>,
+    cache: &mut SpkiCache,
+) -> Result<(), String> {
     let limits = Limits {
         max_message_bytes: usize::MAX,
         max_repeated: usize::MAX,
@@ -79,11 +94,18 @@ pub fn check_envelope(
     }
     let sig = opened.envelope.signature.as_ref().ok_or("no signature")?;
     let cert = sig.certificate_chain.first().ok_or("no certificate")?;
-    let spki = super::checkpoint::spki_of(cert)?;
+    let key = envelope::sha256(cert);
+    let spki = match cache.0.get(&key) {
+        Some(s) => s,
+        None => {
+            let s = super::checkpoint::spki_of(cert)?;
+            cache.0.entry(key).or_insert(s)
+        }
+    };
     let alg = mev_proto::pb::SignatureAlgorithm::try_from(sig.algorithm)
         .map_err(|_| format!("unknown algorithm {}", sig.algorithm))?;
     verifier
-        .verify(alg, &spki, &opened.envelope.header, &sig.value)
+        .verify(alg, spki, &opened.envelope.header, &sig.value)
         .map_err(|e| e.to_string())
 }
 
@@ -96,7 +118,12 @@ struct Walker<'a> {
     frontier: Frontier,
     prev: Option<Hash>,
     out: Verified,
+    /// Envelopes whose signatures are still to be checked, in a batch.
+    pending: Vec<(u64, Vec<u8>, chrono::DateTime<chrono::Utc>)>,
 }
+
+/// Signatures checked together, across cores.
+const SIGNATURE_BATCH: usize = 4096;
 
 fn bad(seq: Option<u64>, what: String) -> Option<Problem> {
     Some(Problem { seq, what })
@@ -142,15 +169,55 @@ impl Walker<'_> {
         if !entry.envelope.is_empty() && signature_must_verify(entry.head.event.kind) {
             let at =
                 chrono::DateTime::from_timestamp_millis(entry.head.event.at_ms).unwrap_or_default();
-            if let Err(e) = check_envelope(&entry.envelope, at, self.verifier, self.trust) {
-                return bad(
-                    Some(seq),
-                    format!("the stored envelope's signature does not verify: {e}"),
-                );
+            self.pending.push((seq, entry.envelope, at));
+            if self.pending.len() >= SIGNATURE_BATCH {
+                if let Some(p) = self.flush_signatures() {
+                    return Some(p);
+                }
             }
-            self.out.signatures += 1;
         }
         self.push(leaf)
+    }
+
+    /// Checks the signatures gathered so far, on every core; the first
+    /// failure (by sequence) is the problem.
+    fn flush_signatures(&mut self) -> Option<Problem> {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return None;
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let chunk = pending.len().div_ceil(threads);
+        let (verifier, trust) = (self.verifier, self.trust);
+        let first_bad = std::thread::scope(|scope| {
+            let handles: Vec<_> = pending
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut cache = SpkiCache::default();
+                        part.iter().find_map(|(seq, env, at)| {
+                            check_envelope_cached(env, *at, verifier, trust, &mut cache)
+                                .err()
+                                .map(|e| (*seq, e))
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .min_by_key(|(seq, _)| *seq)
+        });
+        match first_bad {
+            Some((seq, e)) => bad(
+                Some(seq),
+                format!("the stored envelope's signature does not verify: {e}"),
+            ),
+            None => {
+                self.out.signatures += pending.len() as u64;
+                None
+            }
+        }
     }
 
     /// Adds a leaf to the tree and checks the checkpoints it completes.
@@ -228,6 +295,7 @@ pub fn verify(
         next_cp: 0,
         frontier: Frontier::new(),
         prev: None,
+        pending: Vec::new(),
         out: Verified {
             chains_checked: trust.is_some(),
             ..Verified::default()
@@ -258,6 +326,10 @@ pub fn verify(
             }
             problem.is_none()
         })?;
+    }
+    // Signatures of entries before the first structural problem come first.
+    if let Some(p) = w.flush_signatures() {
+        problem = Some(p);
     }
     let mut out = w.out;
     out.entries = w.frontier.size();
