@@ -35,8 +35,8 @@
 //!   handled (in memory).
 //! - [`error`]: the adapter's errors.
 
-mod dedup;
 pub mod backoff;
+mod dedup;
 pub mod error;
 mod inbox;
 pub mod message;

@@ -21,8 +21,8 @@ pub const ROUTING_BUCKETS: &[f64] = &[
 /// Upper bounds (seconds) of the reply-time buckets: a request's acceptance
 /// to its reply's, from seconds (RU 963 §10) to working days.
 pub const REPLY_BUCKETS: &[f64] = &[
-    0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0,
-    172_800.0, 345_600.0, 604_800.0,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    14_400.0, 43_200.0, 86_400.0, 172_800.0, 345_600.0, 604_800.0,
 ];
 
 /// Message counters since start.

@@ -57,10 +57,9 @@ pub fn fetch(base: &str) -> anyhow::Result<(StatusReport, String)> {
 
 /// `mev status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let (report, body) = fetch(&args.url)?;
+    let (report, _) = fetch(&args.url)?;
     if args.json {
-        let v: serde_json::Value = serde_json::from_str(&body)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_table(&report));
     }
@@ -175,7 +174,7 @@ pub fn render_table(r: &StatusReport) -> String {
     let _ = writeln!(out);
     let ingress = r.ingress.map_or_else(
         || "not read yet".to_string(),
-        |i| format!("{} ({} consumers)", i.messages, i.consumers),
+        |i| format!("{} (consumers {})", i.messages, i.consumers),
     );
     let _ = writeln!(
         out,

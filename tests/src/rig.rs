@@ -198,6 +198,7 @@ impl Rig {
         c.pki.key = paths.agency_key(BROKER_ID);
         c.pipeline.batch_size = 128;
         c.pipeline.batch_window_ms = 5;
+        c.http.listen = String::new(); // no HTTP endpoint: parallel rigs would share its port
         c
     }
 

@@ -150,7 +150,7 @@ async fn metrics_and_status_follow_the_traffic() {
         Some(("sender_not_allowed", 1))
     );
     assert_eq!(code_of(ErrorCode::Malformed).map(|c| c.1), Some(1));
-    assert!(s.totals.receipts_delivered >= 2 * N + 1);
+    assert!(s.totals.receipts_delivered > 2 * N);
     assert_eq!(s.open_requests, 0);
     assert_eq!(agency(&s, &cast.provider).open_requests, 0);
     assert_eq!(s.reply_time.count, N, "every reply's time is observed");
@@ -258,12 +258,9 @@ async fn a_provider_that_stops_consuming_shows_its_inbox_growing() {
     })
     .await;
 
+    // Its adapter stops. (The AMQP consumer is cancelled once the next
+    // delivery finds the adapter gone; that message goes back to the queue.)
     ex.stop_agency(&cast.provider).await;
-    let s = status_when(addr, "the provider's consumer to go", |s| {
-        agency(s, &cast.provider).consumers == Some(0)
-    })
-    .await;
-    assert_eq!(agency(&s, &cast.provider).inbox_depth, Some(0));
 
     const K: u32 = 7;
     let mut handles = Vec::new();
@@ -280,6 +277,7 @@ async fn a_provider_that_stops_consuming_shows_its_inbox_growing() {
     }
     let s = status_when(addr, "the provider's inbox to grow", |s| {
         agency(s, &cast.provider).inbox_depth == Some(K)
+            && agency(s, &cast.provider).consumers == Some(0)
     })
     .await;
     let row = agency(&s, &cast.provider);
@@ -476,12 +474,15 @@ async fn the_dashboard_in_headless_chromium_shows_the_status() {
     assert!(page
         .header("content-type")
         .is_some_and(|c| c.starts_with("text/html")));
-    assert!(
-        !page.body.contains("http://")
-            && !page.body.contains("https://")
-            && !page.body.contains("//cdn"),
+    // Nothing from elsewhere: the only absolute URL is the SVG namespace.
+    assert_eq!(
+        page.body.matches("http").count(),
+        page.body.matches("\"http://www.w3.org/2000/svg\"").count(),
         "the dashboard loads nothing from elsewhere"
     );
+    for external in ["src=", "href=", "@import", "url("] {
+        assert!(!page.body.contains(external), "{external} in the dashboard");
+    }
 
     // Traffic: replies, two kinds of rejection, and a provider gone with
     // requests piling up in its inbox.

@@ -567,3 +567,36 @@ pub async fn serve(
     });
     Ok((addr, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mev_adapter::transport::embedded::Embedded;
+
+    #[tokio::test]
+    async fn readiness_follows_the_queue_poll() {
+        let t = Embedded::new("readiness");
+        let watch = QueueWatch::new(Duration::from_millis(100));
+        let why = watch.connected().unwrap_err();
+        assert!(why.contains("not polled yet"), "{why}");
+
+        // The ingress exists, an inbox does not: not ready, and why.
+        t.declare_ingress().await.unwrap();
+        let agencies = vec!["UZ-A".to_string(), "UZ-B".to_string()];
+        t.declare_inbox("UZ-A").await.unwrap();
+        watch.poll_once(&t, &agencies).await;
+        let why = watch.connected().unwrap_err();
+        assert!(why.contains("readiness.inbox.UZ-B"), "{why}");
+        let q = watch.snapshot();
+        assert_eq!(q.inboxes.len(), 1, "what was read is kept");
+        assert_eq!((q.polls, q.failures), (1, 1));
+
+        t.declare_inbox("UZ-B").await.unwrap();
+        watch.poll_once(&t, &agencies).await;
+        watch.connected().unwrap();
+        let q = watch.snapshot();
+        assert_eq!(q.inboxes.len(), 2);
+        assert_eq!(q.ingress, Some(QueueDepth::default()));
+        assert!(watch.stale_after() >= Duration::from_secs(10));
+    }
+}

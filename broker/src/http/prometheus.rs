@@ -487,7 +487,7 @@ pub fn check(text: &str) -> Result<Exposition, String> {
             continue;
         }
         let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
+            .find(['{', ' '])
             .ok_or_else(|| at("a sample needs a value".into()))?;
         let name = &line[..name_end];
         if !valid_metric_name(name) {
@@ -762,6 +762,40 @@ mod tests {
             e.value("mev_build_info", &[("broker", "MEV-EXCHANGE")]),
             Some(1.0)
         );
+    }
+
+    /// Every `mev_*` metric the deploy/ files query is one `/metrics` has.
+    #[test]
+    fn deploy_files_name_only_real_metrics() {
+        let e = check(&render(&observed())).unwrap();
+        let known: BTreeSet<&str> = e.types.keys().map(String::as_str).collect();
+        for (file, text) in [
+            (
+                "grafana/mev-dashboard.json",
+                include_str!("../../../deploy/grafana/mev-dashboard.json"),
+            ),
+            (
+                "prometheus/mev-alerts.yml",
+                include_str!("../../../deploy/prometheus/mev-alerts.yml"),
+            ),
+        ] {
+            let mut rest = text;
+            let mut seen = 0;
+            while let Some(i) = rest.find("mev_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|b| known.contains(b)))
+                    .unwrap_or(&name);
+                assert!(known.contains(family), "{file}: {name} is not a metric");
+                seen += 1;
+            }
+            assert!(seen >= 3, "{file} names the metrics");
+        }
     }
 
     #[test]
