@@ -136,7 +136,8 @@ impl Rig {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                    // lapin logs every cut connection as an error; they are the point here.
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off")),
             )
             .with_writer(std::io::stderr)
             .try_init();

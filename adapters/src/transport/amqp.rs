@@ -52,6 +52,30 @@ impl AmqpConfig {
     }
 }
 
+/// How long one protocol step (connect, open a channel, subscribe, publish)
+/// may take before the link is taken for dead and rebuilt: a connection cut
+/// at the wrong moment must not leave a task waiting for a reply for ever.
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a publisher confirm may take.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a waiting consumer checks that its channel is still open.
+const CONSUMER_CHECK: Duration = Duration::from_secs(2);
+
+/// `fut`, or a connection error if it takes longer than `limit`.
+async fn timed<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(TransportError::Connection(format!(
+            "{what}: no answer within {} s",
+            limit.as_secs()
+        ))),
+    }
+}
+
 #[derive(Clone)]
 struct Live {
     connection: Arc<Connection>,
@@ -119,14 +143,24 @@ impl Amqp {
         *guard = None;
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.inner.config.connection_name.as_str()));
-        let connection = Connection::connect(&self.inner.config.url, props)
-            .await
-            .map_err(|e| TransportError::Connection(e.to_string()))?;
-        let publisher = connection.create_channel().await.map_err(map_err)?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(map_err)?;
+        let url = self.inner.config.url.clone();
+        let connection = timed("connecting", STEP_TIMEOUT, async {
+            Connection::connect(&url, props)
+                .await
+                .map_err(|e| TransportError::Connection(e.to_string()))
+        })
+        .await?;
+        let publisher = timed("opening a channel", STEP_TIMEOUT, async {
+            connection.create_channel().await.map_err(map_err)
+        })
+        .await?;
+        timed("enabling confirms", STEP_TIMEOUT, async {
+            publisher
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(map_err)
+        })
+        .await?;
         let live = Live {
             connection: Arc::new(connection),
             publisher,
@@ -230,24 +264,31 @@ impl Amqp {
         }
     }
 
+    /// A consumer of `queue` on a channel of its own (returned too, so the
+    /// consuming task can tell when it is gone).
     async fn subscribe(
         &self,
         queue: &str,
         prefetch: u16,
-    ) -> Result<lapin::Consumer, TransportError> {
+    ) -> Result<(lapin::Consumer, Channel), TransportError> {
         let live = self.live().await?;
-        let ch = live.connection.create_channel().await.map_err(map_err)?;
-        ch.basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .map_err(map_err)?;
-        ch.basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        timed("subscribing", STEP_TIMEOUT, async {
+            let ch = live.connection.create_channel().await.map_err(map_err)?;
+            ch.basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(map_err)?;
+            let consumer = ch
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(map_err)?;
+            Ok((consumer, ch))
+        })
         .await
-        .map_err(map_err)
     }
 }
 
@@ -255,16 +296,16 @@ struct AmqpAck(lapin::Acker);
 
 impl AckHandle for AmqpAck {
     fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>> {
-        Box::pin(async move {
+        Box::pin(timed("acking", STEP_TIMEOUT, async move {
             self.0
                 .ack(BasicAckOptions::default())
                 .await
                 .map(|_| ())
                 .map_err(map_err)
-        })
+        }))
     }
     fn requeue(&self) -> BoxFuture<'_, Result<(), TransportError>> {
-        Box::pin(async move {
+        Box::pin(timed("returning a message", STEP_TIMEOUT, async move {
             self.0
                 .nack(BasicNackOptions {
                     requeue: true,
@@ -273,7 +314,7 @@ impl AckHandle for AmqpAck {
                 .await
                 .map(|_| ())
                 .map_err(map_err)
-        })
+        }))
     }
 }
 
@@ -323,15 +364,18 @@ impl Transport for Amqp {
                 mandatory: true,
                 ..Default::default()
             };
-            match live
-                .publisher
-                .basic_publish(exchange.into(), key.into(), opts, &m.body, props)
-                .await
-            {
+            let published = timed("publishing", STEP_TIMEOUT, async {
+                live.publisher
+                    .basic_publish(exchange.into(), key.into(), opts, &m.body, props)
+                    .await
+                    .map_err(map_err)
+            })
+            .await;
+            match published {
                 Ok(confirm) => pending.push(Ok((confirm, m.route))),
                 Err(e) => {
                     broken = true;
-                    pending.push(Err(map_err(e)));
+                    pending.push(Err(e));
                 }
             }
         }
@@ -339,18 +383,31 @@ impl Transport for Amqp {
         for p in pending {
             out.push(match p {
                 Err(e) => Err(e),
-                Ok((confirm, route)) => match confirm.await {
-                    Ok(Confirmation::Ack(None)) => Ok(()),
-                    Ok(Confirmation::Ack(Some(_))) => Err(TransportError::Unroutable(route)),
-                    Ok(Confirmation::Nack(_)) => Err(TransportError::Nacked),
-                    Ok(Confirmation::NotRequested) => {
-                        Err(TransportError::Other("publisher confirms are off".into()))
+                Ok((confirm, route)) => {
+                    match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                        Err(_) => {
+                            broken = true;
+                            Err(TransportError::Connection(format!(
+                                "no publisher confirm within {} s",
+                                CONFIRM_TIMEOUT.as_secs()
+                            )))
+                        }
+                        Ok(confirmed) => match confirmed {
+                            Ok(Confirmation::Ack(None)) => Ok(()),
+                            Ok(Confirmation::Ack(Some(_))) => {
+                                Err(TransportError::Unroutable(route))
+                            }
+                            Ok(Confirmation::Nack(_)) => Err(TransportError::Nacked),
+                            Ok(Confirmation::NotRequested) => {
+                                Err(TransportError::Other("publisher confirms are off".into()))
+                            }
+                            Err(e) => {
+                                broken = true;
+                                Err(map_err(e))
+                            }
+                        },
                     }
-                    Err(e) => {
-                        broken = true;
-                        Err(map_err(e))
-                    }
-                },
+                }
             });
         }
         if broken {
@@ -380,8 +437,21 @@ impl Transport for Amqp {
             let mut backoff = Duration::from_millis(100);
             let mut current = first;
             loop {
-                if let Some(mut stream) = current.take() {
-                    while let Some(item) = stream.next().await {
+                if let Some((mut stream, channel)) = current.take() {
+                    loop {
+                        // A connection cut at the wrong moment can leave the
+                        // stream waiting for ever: check the channel too.
+                        let item = tokio::select! {
+                            item = stream.next() => item,
+                            _ = tokio::time::sleep(CONSUMER_CHECK) => {
+                                if channel.status().connected() {
+                                    continue;
+                                }
+                                tracing::warn!(%queue, "consumer's channel closed; subscribing again");
+                                break;
+                            }
+                        };
+                        let Some(item) = item else { break };
                         match item {
                             Ok(d) => {
                                 backoff = Duration::from_millis(100);

@@ -163,23 +163,17 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             let store = open_store(&data)?;
             let trust = load_trust(&ca)?;
             let started = Instant::now();
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let verifier = RingVerifier::new();
+            let total = store.journal_head()?.0;
+            let mut bar = Progress::new("verifying", total);
             let report = audit::verify(
                 &store,
                 &verifier,
                 trust.as_ref(),
                 segments.as_deref(),
-                |n| {
-                    let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                    if tty {
-                        eprint!("\rverifying: {n} entries ({rate:.0}/s)   ");
-                    }
-                },
+                |n| bar.set(n),
             )?;
-            if tty {
-                eprintln!();
-            }
+            bar.done();
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "{} entries, {} signatures{}, {} checkpoints, {} segments checked in {secs:.2} s ({:.0} entries/s)",
@@ -249,7 +243,9 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             let mut w = output(&out)?;
             let mut n = 0u64;
             let mut failure = None;
+            let mut bar = Progress::new("exporting", store.journal_head()?.0);
             store.journal_scan(0, |seq, bytes, _| {
+                bar.set(seq + 1);
                 let e = match Entry::decode(bytes) {
                     Ok(e) => e,
                     Err(e) => {
@@ -283,6 +279,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 n += 1;
                 true
             })?;
+            bar.done();
             if let Some(f) = failure {
                 anyhow::bail!("export stopped: {f}");
             }
@@ -392,6 +389,61 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             })?;
             println!("{n} messages replayed into {into}");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A progress line with rate and percentage on a terminal's stderr, at most
+/// five times a second; nothing when stderr is not a terminal.
+struct Progress {
+    what: &'static str,
+    total: u64,
+    started: Instant,
+    shown: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: u64) -> Self {
+        let now = Instant::now();
+        Progress {
+            what,
+            total,
+            started: now,
+            shown: now,
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    fn set(&mut self, n: u64) {
+        if !self.tty || self.shown.elapsed().as_millis() < 200 {
+            return;
+        }
+        self.shown = Instant::now();
+        self.draw(n);
+    }
+
+    fn draw(&self, n: u64) {
+        let rate = n as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let pct = if self.total > 0 {
+            (n as f64 / self.total as f64 * 100.0).min(100.0)
+        } else {
+            100.0
+        };
+        let filled = (pct / 5.0) as usize;
+        eprint!(
+            "\r{} [{}{}] {pct:5.1}% {n}/{} entries, {rate:.0}/s   ",
+            self.what,
+            "#".repeat(filled),
+            " ".repeat(20 - filled.min(20)),
+            self.total
+        );
+    }
+
+    fn done(&self) {
+        if self.tty {
+            self.draw(self.total);
+            eprintln!();
         }
     }
 }

@@ -176,9 +176,16 @@ pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
     for v in &verdicts {
         count(ctx, v);
     }
-    for d in &batch {
+    for (i, d) in batch.iter().enumerate() {
         if let Err(e) = d.ack().await {
-            tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
+            // The channel is gone: RabbitMQ returns every unacked delivery to
+            // the queue, so the rest need not wait for their own failure.
+            tracing::warn!(
+                error = %e,
+                unacked = batch.len() - i,
+                "ack failed; these will be redelivered and deduplicated"
+            );
+            break;
         }
     }
 }
