@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod pki;
+pub mod rabbitmq;
 pub mod register;
 pub mod report;
 pub mod server;

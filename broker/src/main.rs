@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         cmd: mev_broker::report::ReportCommand,
     },
+    /// Deployment files: RabbitMQ definitions with per-agency accounts.
+    Deploy {
+        #[command(subcommand)]
+        cmd: mev_broker::rabbitmq::DeployCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
         Command::Status(args) => mev_broker::status::run(args),
         Command::Audit { cmd } => mev_broker::journal::cli::run(cmd),
         Command::Report { cmd } => mev_broker::report::run(cmd),
+        Command::Deploy { cmd } => mev_broker::rabbitmq::run(cmd),
     };
     match result {
         Ok(code) => code,
