@@ -300,13 +300,25 @@ async fn on_request<T: Transport>(
         }
     };
     let request_header = opened.header.clone();
-    let body = handler
-        .handle(IncomingRequest {
-            header: opened.header,
-            payload: opened.envelope.payload,
-            envelope: delivery.body.clone(),
-        })
-        .await;
+    let body = match decrypt_payload(shared, &opened) {
+        Ok(payload) => {
+            handler
+                .handle(IncomingRequest {
+                    header: opened.header,
+                    payload,
+                    envelope: delivery.body.clone(),
+                })
+                .await
+        }
+        // A confidential request we cannot read never reaches the handler;
+        // the sender learns why from a signed reply instead of a silence.
+        Err(why) => {
+            tracing::error!(agency = shared.agency(), %id, sender = %request_header.sender, reason = %why, "encrypted request payload cannot be decrypted; answered with insufficient data");
+            ReplyBody::InsufficientData {
+                missing: vec![format!("payload: {why}")],
+            }
+        }
+    };
     let (outcome, schema, payload) = body.into_wire();
     let reply = Header {
         message_id: uuid::Uuid::now_v7().to_string(),
@@ -339,4 +351,19 @@ async fn on_request<T: Transport>(
             let _ = delivery.requeue().await;
         }
     }
+}
+
+/// The request's payload for the handler: as it came, or decrypted with our
+/// agreement key if the sender encrypted it (see `mev_proto::confidential`).
+/// The error says why it cannot be read.
+fn decrypt_payload<T: Transport>(shared: &Shared<T>, opened: &Opened) -> Result<Vec<u8>, String> {
+    if !mev_proto::confidential::is_encrypted(&opened.header) {
+        return Ok(opened.envelope.payload.clone());
+    }
+    let key =
+        shared.config.agreement_key.as_ref().ok_or_else(|| {
+            "encrypted, but this agency has no agreement key configured".to_string()
+        })?;
+    key.open(&opened.header, &opened.envelope.payload)
+        .map_err(|e| format!("cannot be decrypted: {e}"))
 }

@@ -34,6 +34,17 @@
 //! - `dedup`: which message ids were already handled (on disk) or are being
 //!   handled (in memory).
 //! - [`error`]: the adapter's errors.
+//!
+//! ## Confidential payloads
+//! A request's payload may be encrypted to the provider's X25519 agreement
+//! key ([`mev_proto::confidential`]), so that the exchange routes it and
+//! checks its signature but cannot read it: the sender puts the provider's
+//! public key in [`AdapterConfig::recipient_keys`] and calls
+//! [`Adapter::send_confidential_request`]; the provider gives its own key as
+//! [`AdapterConfig::agreement_key`], and its inbox decrypts the payload before
+//! the handler sees it. A request the provider cannot decrypt (no key, a key
+//! it does not hold, a ciphertext that does not open) never reaches the
+//! handler: the adapter answers it with insufficient data, naming why.
 
 pub mod backoff;
 mod dedup;
@@ -51,6 +62,7 @@ pub use error::AdapterError;
 pub use message::{
     AdapterEvent, IncomingReply, IncomingRequest, OutgoingRequest, ReceiptInfo, ReplyBody,
 };
+pub use mev_proto::confidential::{AgreementKey, RecipientKey, RecipientKeys};
 pub use store::StoreError;
 
 use mev_proto::crypto::{Identity, SignatureVerifier};
@@ -122,6 +134,13 @@ pub struct AdapterConfig {
     /// How long [`Adapter::shutdown`] lets the outbox drain before it stops
     /// (what is left stays on disk for the next start). Default 5 s.
     pub shutdown_flush: Duration,
+    /// This agency's own X25519 agreement key, to decrypt the request
+    /// payloads encrypted to it. `None` (the default): such requests are
+    /// answered with insufficient data and never reach the handler.
+    pub agreement_key: Option<Arc<AgreementKey>>,
+    /// The public agreement keys of the providers this agency sends
+    /// confidential requests to ([`Adapter::send_confidential_request`]).
+    pub recipient_keys: RecipientKeys,
 }
 
 impl AdapterConfig {
@@ -147,7 +166,21 @@ impl AdapterConfig {
             },
             data_dir: None,
             shutdown_flush: Duration::from_secs(5),
+            agreement_key: None,
+            recipient_keys: RecipientKeys::new(),
         }
+    }
+
+    /// The same config, decrypting confidential requests with `key`.
+    pub fn with_agreement_key(mut self, key: AgreementKey) -> Self {
+        self.agreement_key = Some(Arc::new(key));
+        self
+    }
+
+    /// The same config, knowing `agency`'s public agreement key.
+    pub fn with_recipient_key(mut self, agency: impl Into<String>, key: RecipientKey) -> Self {
+        self.recipient_keys.insert(agency, key);
+        self
     }
 
     /// The same config, keeping the outbox and the dedup index on disk in `dir`.
@@ -330,6 +363,41 @@ impl<T: Transport> Adapter<T> {
         let (header, payload) = req.into_parts(self.agency());
         mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
         self.send_header(header, payload).await
+    }
+
+    /// Like [`Adapter::send_request`], with the payload encrypted to the
+    /// recipient's agreement key from [`AdapterConfig::recipient_keys`]: the
+    /// exchange checks the signature and the digest (of the ciphertext) but
+    /// cannot read the payload, nor check it against the service's schema.
+    /// [`AdapterError::Invalid`] if the recipient's key is not configured.
+    pub async fn send_confidential_request(
+        &self,
+        req: OutgoingRequest,
+    ) -> Result<RequestHandle, AdapterError> {
+        let (mut header, payload) = req.into_parts(self.agency());
+        mev_proto::validate::validate(&header).map_err(AdapterError::Invalid)?;
+        let key = self
+            .shared
+            .config
+            .recipient_keys
+            .get(&header.recipient)
+            .ok_or_else(|| {
+                AdapterError::Invalid(mev_proto::Rejection::new(
+                    mev_proto::ErrorCode::InvalidField,
+                    format!(
+                        "header.recipient: no agreement key for {} in AdapterConfig::recipient_keys",
+                        header.recipient
+                    ),
+                ))
+            })?;
+        let ciphertext = mev_proto::confidential::encrypt_payload(&mut header, &payload, key)
+            .map_err(|e| {
+                AdapterError::Invalid(mev_proto::Rejection::new(
+                    mev_proto::ErrorCode::InvalidField,
+                    format!("payload encryption: {e}"),
+                ))
+            })?;
+        self.send_header(header, ciphertext).await
     }
 
     /// Sends a raw header and payload as they are (no validation): for tests

@@ -179,9 +179,21 @@ impl ReplyBody {
 pub struct IncomingRequest {
     /// The verified header (the sender's signature checked end to end).
     pub header: Header,
+    /// The payload; decrypted already if the sender encrypted it to this
+    /// agency's agreement key (see [`IncomingRequest::was_encrypted`]).
     pub payload: Vec<u8>,
-    /// The whole signed envelope, for the agency's own archive.
+    /// The whole signed envelope, for the agency's own archive (as
+    /// transmitted: an encrypted payload stays encrypted in it).
     pub envelope: Vec<u8>,
+}
+
+impl IncomingRequest {
+    /// Whether the sender encrypted the payload to this agency's agreement
+    /// key (the exchange could not read it, nor check it against the
+    /// service's schema: decode it strictly).
+    pub fn was_encrypted(&self) -> bool {
+        self.header.payload_encryption.is_some()
+    }
 }
 
 /// A verified reply to one of our requests.

@@ -14,8 +14,11 @@
 //!   their ring implementations; a national algorithm plugs in here.
 //! - [`trust`]: certificate path validation against trusted CAs and CRLs, and
 //!   the binding of a certificate to an agency id.
+//! - [`confidential`]: optional payload encryption to the recipient agency's
+//!   X25519 agreement key (the exchange routes and checks but cannot read it).
 //! - [`time`]: conversions between wire timestamps and chrono.
 
+pub mod confidential;
 pub mod crypto;
 pub mod envelope;
 pub mod error;

@@ -240,6 +240,16 @@ impl Exchange {
 
     /// An exchange with adapters for `agencies`, answering with `replier`.
     pub async fn start_with(agencies: &[&str], replier: Replier) -> Exchange {
+        Exchange::start_configured(agencies, replier, |_, config| config).await
+    }
+
+    /// [`Exchange::start_with`], each agency's adapter config passed through
+    /// `configure` (with the agency's id) before it connects.
+    pub async fn start_configured(
+        agencies: &[&str],
+        replier: Replier,
+        configure: impl Fn(&str, AdapterConfig) -> AdapterConfig,
+    ) -> Exchange {
         let register = Arc::new(load_register());
         let namespace = format!("mevtest-{}", uuid::Uuid::new_v4().simple());
         let transport = Amqp::new(namespace.clone(), AmqpConfig::new(amqp_url()));
@@ -297,7 +307,10 @@ impl Exchange {
                 .pki
                 .issue(id, KeyAlg::Ed25519)
                 .expect("agency certificate");
-            let config = AdapterConfig::new(identity, trust.clone(), verifier.clone(), BROKER_ID);
+            let config = configure(
+                id,
+                AdapterConfig::new(identity, trust.clone(), verifier.clone(), BROKER_ID),
+            );
             let handled = Arc::new(Mutex::new(Vec::new()));
             let handler = {
                 let handled = handled.clone();
@@ -334,6 +347,11 @@ impl Exchange {
             .get(agency)
             .unwrap_or_else(|| panic!("{agency} has no adapter in this exchange"))
             .adapter
+    }
+
+    /// The broker's store (what it keeps: envelopes, journal, ...).
+    pub fn broker_store(&self) -> &Arc<Store> {
+        self.broker.as_ref().expect("the broker runs").store()
     }
 
     /// The message ids of the requests `agency`'s handler was called with.

@@ -3,6 +3,15 @@
 //! payload matches its schema — and it carries no classified material
 //! (UZ annex 2 §19). Replies and status updates are authorized against the
 //! open request when recorded.
+//!
+//! An encrypted payload (`header.payload_encryption`, see
+//! `mev_proto::confidential`) cannot be read by the broker, so it is not
+//! checked against the service's schema: every other register check runs,
+//! and the header must still name the service's request schema, but the
+//! contents are the provider's to check once decrypted. Its digest and the
+//! signature over the header that binds it were checked by the earlier
+//! stages like any other. Only requests may carry one (for now): an
+//! encrypted reply or status update is refused.
 
 use super::decode::Refused;
 use super::Context;
@@ -34,11 +43,25 @@ pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
             )));
         }
     }
+    let encrypted = mev_proto::confidential::is_encrypted(h);
+    if encrypted {
+        if opened.kind() != Kind::Request {
+            return Err(refuse(Rejection::new(
+                ErrorCode::InvalidField,
+                "header.payload_encryption: only a request's payload may be encrypted",
+            )));
+        }
+        mev_proto::confidential::check_header(h).map_err(refuse)?;
+    }
     if opened.kind() == Kind::Request {
-        let service = ctx
-            .register
-            .authorize_request(h, &opened.envelope.payload)
-            .map_err(refuse)?;
+        // An encrypted payload is checked as an empty one: the schema's name
+        // is checked, its contents cannot be (the broker cannot read them).
+        let payload: &[u8] = if encrypted {
+            &[]
+        } else {
+            &opened.envelope.payload
+        };
+        let service = ctx.register.authorize_request(h, payload).map_err(refuse)?;
         // The documents requested are ones the service provides through the
         // exchange (UZ annex 1, appendix 2, column 10; RU 963 §6).
         for (i, doc) in h.documents.iter().enumerate() {
