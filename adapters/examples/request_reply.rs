@@ -99,6 +99,7 @@ async fn exchange(
         store: Arc::new(Store::in_memory()?),
         limits: Limits::default(),
         max_clock_skew: None,
+        max_message_age: None,
         counters: Arc::new(Counters::default()),
         clock: mev_broker::clock::Clock::system(),
         at_risk_fraction: Some(0.8),

@@ -131,6 +131,7 @@ fn restart(dir: &Path) {
             store: store.clone(),
             limits: Default::default(),
             max_clock_skew: None,
+            max_message_age: None,
             counters: Arc::new(Counters::default()),
             clock: Clock::system(),
             at_risk_fraction: Some(0.8),

@@ -353,6 +353,10 @@ pub fn context_from_config(config: &BrokerConfig) -> anyhow::Result<Arc<Context>
         },
         max_clock_skew: (config.limits.max_clock_skew_secs > 0)
             .then(|| chrono::TimeDelta::seconds(config.limits.max_clock_skew_secs as i64)),
+        // A copy older than the dedup window could not be told from a replay.
+        max_message_age: Some(chrono::TimeDelta::days(i64::from(
+            config.broker.dedup_retention_days,
+        ))),
         counters: Arc::new(Counters::default()),
         clock: crate::clock::Clock::system(),
         at_risk_fraction: (config.deadlines.at_risk_fraction > 0.0)

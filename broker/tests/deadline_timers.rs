@@ -245,6 +245,7 @@ async fn start_broker(
         store,
         limits: Default::default(),
         max_clock_skew: None,
+        max_message_age: None,
         counters,
         clock: clock.clone(),
         at_risk_fraction: Some(0.8),

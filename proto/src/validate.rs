@@ -42,14 +42,19 @@ pub(crate) fn check_repeated_limits(
     if header.documents.len() > limits.max_repeated {
         return Err(too_many("header.documents", header.documents.len()));
     }
-    if let Some(Outcome::InsufficientData(d)) =
-        header.reply.as_ref().and_then(|r| r.outcome.as_ref())
-    {
-        if d.missing.len() > limits.max_repeated {
-            return Err(too_many(
-                "header.reply.insufficient_data.missing",
-                d.missing.len(),
-            ));
+    let reply_list = match header.reply.as_ref().and_then(|r| r.outcome.as_ref()) {
+        Some(Outcome::InsufficientData(d)) => {
+            Some(("header.reply.insufficient_data.missing", d.missing.len()))
+        }
+        Some(Outcome::Refusal(r)) => {
+            Some(("header.reply.refusal.refused_codes", r.refused_codes.len()))
+        }
+        Some(Outcome::Documents(d)) => Some(("header.reply.documents.provided", d.provided.len())),
+        _ => None,
+    };
+    if let Some((field, n)) = reply_list {
+        if n > limits.max_repeated {
+            return Err(too_many(field, n));
         }
     }
     if let Some(sig) = signature {

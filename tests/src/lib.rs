@@ -287,6 +287,7 @@ impl Exchange {
             store: Arc::new(Store::in_memory().expect("in-memory store")),
             limits: Limits::default(),
             max_clock_skew: None,
+            max_message_age: None,
             counters,
             clock: mev_broker::clock::Clock::system(),
             at_risk_fraction: Some(0.8),

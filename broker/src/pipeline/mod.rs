@@ -43,6 +43,9 @@ pub struct Context {
     pub limits: Limits,
     /// How far `sent_at` may be from the clock; `None` = unchecked.
     pub max_clock_skew: Option<chrono::TimeDelta>,
+    /// How old `sent_at` may be; older copies are refused as replays (the
+    /// dedup index forgets ids after this long). `None` = unchecked.
+    pub max_message_age: Option<chrono::TimeDelta>,
     pub counters: Arc<Counters>,
     /// Where the time comes from (the system's; a manual clock in tests).
     pub clock: crate::clock::Clock,

@@ -26,15 +26,29 @@ pub fn run(
             )))
         }
     }
+    let sent = opened
+        .header
+        .sent_at
+        .as_ref()
+        .and_then(mev_proto::time::from_wire)
+        .unwrap_or(now);
+    // A message signed before an outage legitimately arrives late, from its
+    // sender's outbox (KZ order §9) — but not later than the dedup index
+    // remembers ids, or a captured copy could be replayed as new.
+    if let Some(max_age) = ctx.max_message_age {
+        let age = now - sent;
+        if age > max_age {
+            return Err(refuse(Rejection::new(
+                ErrorCode::StaleTimestamp,
+                format!(
+                    "header.sent_at is {} days old; copies older than {} days (the dedup window) are refused as replays",
+                    age.num_days(),
+                    max_age.num_days()
+                ),
+            )));
+        }
+    }
     if let Some(skew) = ctx.max_clock_skew {
-        let sent = opened
-            .header
-            .sent_at
-            .as_ref()
-            .and_then(mev_proto::time::from_wire)
-            .unwrap_or(now);
-        // Only the future is checked: a message signed before an outage
-        // legitimately arrives late, from its sender's outbox (KZ order §9).
         let ahead = sent - now;
         if ahead > skew {
             return Err(refuse(Rejection::new(
