@@ -127,17 +127,9 @@ pub async fn run<T: Transport>(
                     routes.remove(&entry.to);
                     if entry.purpose == Purpose::Forward {
                         delivered.push(Event {
-                            at_ms,
-                            kind: EventKind::Delivered,
                             message_id: entry.message_id.clone(),
-                            sender: String::new(),
                             recipient: entry.to.clone(),
-                            service: String::new(),
-                            in_reply_to: String::new(),
-                            code: 0,
-                            reason: String::new(),
-                            deadline_ms: None,
-                            late_by_ms: None,
+                            ..Event::new(at_ms, EventKind::Delivered)
                         });
                     }
                     match entry.purpose {

@@ -145,22 +145,17 @@ fn record_start(ctx: &Context) {
         .map(|b| mev_proto::envelope::hex(&mev_proto::envelope::sha256(&b)))
         .unwrap_or_else(|e| format!("unreadable ({e})"));
     let event = crate::store::Event {
-        at_ms: ctx.clock.now().timestamp_millis(),
-        kind: crate::store::EventKind::RegisterLoaded,
-        message_id: String::new(),
         sender: ctx.identity.agency.clone(),
-        recipient: String::new(),
-        service: String::new(),
-        in_reply_to: String::new(),
-        code: 0,
         reason: format!(
             "{}: sha256 {digest}, {} agencies, {} services",
             path.display(),
             ctx.register.agencies().count(),
             ctx.register.services().count()
         ),
-        deadline_ms: None,
-        late_by_ms: None,
+        ..crate::store::Event::new(
+            ctx.clock.now().timestamp_millis(),
+            crate::store::EventKind::RegisterLoaded,
+        )
     };
     if let Err(e) = ctx.store.write(|t| t.record(&event).map(|_| ())) {
         tracing::error!(error = %e, "cannot journal the start");

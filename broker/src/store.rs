@@ -136,6 +136,26 @@ pub struct Event {
     pub late_by_ms: Option<i64>,
 }
 
+impl Event {
+    /// An event of `kind` at `at_ms` with every other field empty; set the
+    /// ones that apply with struct update syntax.
+    pub fn new(at_ms: i64, kind: EventKind) -> Self {
+        Event {
+            at_ms,
+            kind,
+            message_id: String::new(),
+            sender: String::new(),
+            recipient: String::new(),
+            service: String::new(),
+            in_reply_to: String::new(),
+            code: 0,
+            reason: String::new(),
+            deadline_ms: None,
+            late_by_ms: None,
+        }
+    }
+}
+
 /// Kinds of recorded events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

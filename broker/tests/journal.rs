@@ -50,6 +50,17 @@ fn demo_journal() -> tempfile::TempDir {
     copy
 }
 
+/// The id of the first request the journal records.
+fn first_request(store: &Store) -> String {
+    store
+        .events()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == EventKind::Received)
+        .unwrap()
+        .message_id
+}
+
 fn trust(dir: &Path) -> TrustStore {
     TrustStore::from_pem(&std::fs::read_to_string(dir.join("ca.pem")).unwrap()).unwrap()
 }
@@ -190,13 +201,7 @@ fn truncating_the_log_is_detected_and_located() {
 fn a_proof_verifies_offline_and_fails_after_tampering() {
     let dir = demo_journal();
     let store = Store::open(dir.path()).unwrap();
-    let request = store
-        .events()
-        .unwrap()
-        .into_iter()
-        .find(|e| e.kind == EventKind::Received)
-        .unwrap()
-        .message_id;
+    let request = first_request(&store);
     let proof = audit::prove(&store, &request, None).unwrap();
     drop(store);
     // Offline: only the proof's JSON and the CA.
@@ -355,13 +360,7 @@ fn the_cli_verifies_and_names_the_first_bad_entry() {
     assert!(out.contains("journal verified"), "{out}");
 
     let store = Store::open(dir.path()).unwrap();
-    let request = store
-        .events()
-        .unwrap()
-        .into_iter()
-        .find(|e| e.kind == EventKind::Received)
-        .unwrap()
-        .message_id;
+    let request = first_request(&store);
     drop(store);
     let (code, out) = run(&["audit", "trace", "--data", data, &request]);
     assert_eq!(code, Some(0), "{out}");
@@ -419,13 +418,7 @@ fn sealed_segments_chain_keep_the_history_verifiable_and_betray_tampering() {
     let segs = dir.path().join("segments");
     let n = entry_count(dir.path());
     let store = Store::open(dir.path()).unwrap();
-    let request = store
-        .events()
-        .unwrap()
-        .into_iter()
-        .find(|e| e.kind == EventKind::Received)
-        .unwrap()
-        .message_id;
+    let request = first_request(&store);
     let first = mev_broker::journal::segment::seal(&store, n / 3, &segs, 1).unwrap();
     let second = mev_broker::journal::segment::seal(&store, 2 * n / 3, &segs, 2).unwrap();
     assert_eq!(

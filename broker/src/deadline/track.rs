@@ -326,17 +326,14 @@ fn notice(
     })?;
     t.record_with(
         &Event {
-            at_ms: now_ms,
-            kind: EventKind::NoticeSent,
             message_id,
             sender: ctx.identity.agency.clone(),
             recipient: to.to_string(),
-            service: String::new(),
             in_reply_to: request_id.to_string(),
             code: kind as u32,
             reason: text.to_string(),
             deadline_ms: Some(deadline.timestamp_millis()),
-            late_by_ms: None,
+            ..Event::new(now_ms, EventKind::NoticeSent)
         },
         &bytes,
     )?;

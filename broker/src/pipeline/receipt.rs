@@ -77,17 +77,10 @@ pub fn enqueue(
         })?;
         t.record_with(
             &Event {
-                at_ms,
-                kind: EventKind::ReceiptSent,
                 message_id,
                 sender: ctx.identity.agency.clone(),
                 recipient: sender,
-                service: String::new(),
-                in_reply_to: String::new(),
-                code: 0,
-                reason: String::new(),
-                deadline_ms: None,
-                late_by_ms: None,
+                ..Event::new(at_ms, EventKind::ReceiptSent)
             },
             &bytes,
         )?;
