@@ -350,15 +350,20 @@ mod tests {
         let store = Arc::new(Store::open(None, "A").unwrap());
         let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600)).unwrap();
         // On one thread the writer cannot run until this task yields: every
-        // request below is waiting in its channel when it does.
-        let mut waiters = Vec::new();
-        for i in 0..300u32 {
-            let rx = outbox
-                .enqueue(vec![msg(i)], vec![format!("h{i}")])
-                .await
-                .unwrap();
-            waiters.push(rx);
-        }
+        // request below is waiting in its channel when it does. (Unconstrained:
+        // tokio's cooperative budget would otherwise yield after ~128 sends.)
+        let waiters = tokio::task::unconstrained(async {
+            let mut waiters = Vec::new();
+            for i in 0..300u32 {
+                let rx = outbox
+                    .enqueue(vec![msg(i)], vec![format!("h{i}")])
+                    .await
+                    .unwrap();
+                waiters.push(rx);
+            }
+            waiters
+        })
+        .await;
         for rx in waiters {
             rx.await.unwrap().unwrap();
         }
