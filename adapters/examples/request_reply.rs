@@ -100,6 +100,7 @@ async fn exchange(
         limits: Limits::default(),
         max_clock_skew: None,
         max_message_age: None,
+        rate_limit: None,
         counters: Arc::new(Counters::default()),
         clock: mev_broker::clock::Clock::system(),
         at_risk_fraction: Some(0.8),

@@ -132,6 +132,7 @@ fn restart(dir: &Path) {
             limits: Default::default(),
             max_clock_skew: None,
             max_message_age: None,
+            rate_limit: None,
             counters: Arc::new(Counters::default()),
             clock: Clock::system(),
             at_risk_fraction: Some(0.8),

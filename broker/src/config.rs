@@ -136,6 +136,11 @@ pub struct LimitsSection {
     /// How far `sent_at` may be ahead of the broker's clock, in seconds (0 = unchecked);
     /// a past `sent_at` is never refused, since outboxes deliver late after outages.
     pub max_clock_skew_secs: u64,
+    /// Messages a second each agency may send (0 = unlimited); over it, a
+    /// message is refused with code 410 so one agency cannot starve the others.
+    pub rate_per_agency: f64,
+    /// How many messages an agency may send at once above that rate.
+    pub rate_burst: u32,
 }
 
 impl Default for BrokerSection {
@@ -188,6 +193,8 @@ impl Default for LimitsSection {
             max_message_bytes: 4 * 1024 * 1024,
             max_repeated: 256,
             max_clock_skew_secs: 0,
+            rate_per_agency: 0.0,
+            rate_burst: 500,
         }
     }
 }
@@ -290,6 +297,12 @@ impl BrokerConfig {
             return Err(ConfigError::Invalid(format!(
                 "amqp.url {:?}: must start with amqp:// or amqps://",
                 self.amqp.url
+            )));
+        }
+        let r = self.limits.rate_per_agency;
+        if !r.is_finite() || r < 0.0 {
+            return Err(ConfigError::Invalid(format!(
+                "limits.rate_per_agency {r}: messages a second, 0 or more (0 = unlimited)"
             )));
         }
         let f = self.deadlines.at_risk_fraction;

@@ -257,6 +257,7 @@ async fn run_over<T: Transport>(
         limits: Limits::default(),
         max_clock_skew: None,
         max_message_age: None,
+        rate_limit: None,
         counters: Arc::new(Counters::default()),
         clock: crate::clock::Clock::system(),
         at_risk_fraction: Some(0.8),

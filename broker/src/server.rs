@@ -352,6 +352,12 @@ pub fn context_from_config(config: &BrokerConfig) -> anyhow::Result<Arc<Context>
         max_message_age: Some(chrono::TimeDelta::days(i64::from(
             config.broker.dedup_retention_days,
         ))),
+        rate_limit: (config.limits.rate_per_agency > 0.0).then(|| {
+            Arc::new(crate::pipeline::ratelimit::RateLimiter::new(
+                config.limits.rate_per_agency,
+                config.limits.rate_burst,
+            ))
+        }),
         counters: Arc::new(Counters::default()),
         clock: crate::clock::Clock::system(),
         at_risk_fraction: (config.deadlines.at_risk_fraction > 0.0)

@@ -246,6 +246,7 @@ async fn start_broker(
         limits: Default::default(),
         max_clock_skew: None,
         max_message_age: None,
+        rate_limit: None,
         counters,
         clock: clock.clone(),
         at_risk_fraction: Some(0.8),

@@ -288,6 +288,7 @@ impl Exchange {
             limits: Limits::default(),
             max_clock_skew: None,
             max_message_age: None,
+            rate_limit: None,
             counters,
             clock: mev_broker::clock::Clock::system(),
             at_risk_fraction: Some(0.8),

@@ -1121,6 +1121,7 @@ impl Skewed {
             limits: Limits::default(),
             max_clock_skew: Some(SKEW),
             max_message_age: Some(TimeDelta::days(30)),
+            rate_limit: None,
             counters: counters.clone(),
             clock,
             at_risk_fraction: None,

@@ -14,6 +14,7 @@
 
 pub mod authorize;
 pub mod decode;
+pub mod ratelimit;
 pub mod receipt;
 pub mod record;
 pub mod validate;
@@ -46,6 +47,8 @@ pub struct Context {
     /// How old `sent_at` may be; older copies are refused as replays (the
     /// dedup index forgets ids after this long). `None` = unchecked.
     pub max_message_age: Option<chrono::TimeDelta>,
+    /// Per-agency message rate; `None` = unlimited.
+    pub rate_limit: Option<Arc<ratelimit::RateLimiter>>,
     pub counters: Arc<Counters>,
     /// Where the time comes from (the system's; a manual clock in tests).
     pub clock: crate::clock::Clock,
@@ -70,6 +73,7 @@ fn check(
     let opened = decode::run(bytes, &ctx.limits)?;
     validate::run(ctx, &opened, now)?;
     verify::run(ctx, &opened, now)?;
+    ratelimit::run(ctx, &opened)?;
     authorize::run(ctx, &opened)?;
     Ok(opened)
 }
