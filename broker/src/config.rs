@@ -98,6 +98,28 @@ pub struct AmqpSection {
     pub quorum: bool,
     /// Messages per inbox at most (reject-publish past it); 0 = unbounded.
     pub max_inbox_length: u32,
+    /// For `amqps://`: PEM file of the CA that issued RabbitMQ's certificate
+    /// (only it is trusted). "" = none. Env: MEV_AMQP_TLS_CA.
+    pub tls_ca: PathBuf,
+    /// Client certificate (PEM chain) and PKCS#8 key for listeners that ask
+    /// for one; both or neither. Env: MEV_AMQP_TLS_CERT, MEV_AMQP_TLS_KEY.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+}
+
+impl AmqpSection {
+    /// The transport's TLS settings, read from the files named here.
+    pub fn tls(&self) -> anyhow::Result<Option<mev_adapter::transport::amqp::AmqpTls>> {
+        use anyhow::Context as _;
+        if self.tls_ca.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let client = (!self.tls_cert.as_os_str().is_empty())
+            .then_some((self.tls_cert.as_path(), self.tls_key.as_path()));
+        mev_adapter::transport::amqp::AmqpTls::from_files(&self.tls_ca, client)
+            .map(Some)
+            .context("amqp TLS files")
+    }
 }
 
 /// The broker's key and certificate, and what it trusts.
@@ -162,6 +184,9 @@ impl Default for AmqpSection {
             prefetch: 512,
             quorum: true,
             max_inbox_length: 0,
+            tls_ca: PathBuf::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -242,7 +267,8 @@ impl BrokerConfig {
         format!(
             "# mev broker configuration. Every key is optional; shown are the defaults.\n\
              # Environment overrides: MEV_BROKER_ID, MEV_NAMESPACE, MEV_REGISTER, MEV_DATA_DIR,\n\
-             # MEV_AMQP_URL (or AMQP_URL), MEV_PKI_CA, MEV_PKI_CERT, MEV_PKI_KEY, MEV_HTTP_LISTEN.\n\n{body}"
+             # MEV_AMQP_URL (or AMQP_URL), MEV_AMQP_TLS_CA, MEV_AMQP_TLS_CERT, MEV_AMQP_TLS_KEY,\n\
+             # MEV_PKI_CA, MEV_PKI_CERT, MEV_PKI_KEY, MEV_HTTP_LISTEN.\n\n{body}"
         )
     }
 
@@ -262,6 +288,15 @@ impl BrokerConfig {
         }
         if let Some(v) = get("MEV_AMQP_URL").or_else(|| get("AMQP_URL")) {
             self.amqp.url = v;
+        }
+        if let Some(v) = get("MEV_AMQP_TLS_CA") {
+            self.amqp.tls_ca = v.into();
+        }
+        if let Some(v) = get("MEV_AMQP_TLS_CERT") {
+            self.amqp.tls_cert = v.into();
+        }
+        if let Some(v) = get("MEV_AMQP_TLS_KEY") {
+            self.amqp.tls_key = v.into();
         }
         if let Some(v) = get("MEV_PKI_CA") {
             self.pki.ca = v.into();
@@ -298,6 +333,28 @@ impl BrokerConfig {
                 "amqp.url {:?}: must start with amqp:// or amqps://",
                 self.amqp.url
             )));
+        }
+        let tls = !self.amqp.tls_ca.as_os_str().is_empty();
+        if self.amqp.url.starts_with("amqps://") && !tls {
+            return Err(ConfigError::Invalid(
+                "amqp.url is amqps:// but amqp.tls_ca is empty: name the CA that issued RabbitMQ's certificate (no system roots are trusted)".into(),
+            ));
+        }
+        if tls && !self.amqp.url.starts_with("amqps://") {
+            return Err(ConfigError::Invalid(
+                "amqp.tls_ca is set but amqp.url is not amqps://: the link would not be encrypted"
+                    .into(),
+            ));
+        }
+        if self.amqp.tls_cert.as_os_str().is_empty() != self.amqp.tls_key.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "amqp.tls_cert and amqp.tls_key go together: set both or neither".into(),
+            ));
+        }
+        if !tls && !self.amqp.tls_cert.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "amqp.tls_cert is set without amqp.tls_ca".into(),
+            ));
         }
         let r = self.limits.rate_per_agency;
         if !r.is_finite() || r < 0.0 {
@@ -363,6 +420,35 @@ mod tests {
         c.apply_env(|k| (k == "AMQP_URL").then(|| "amqp://x:5672/%2f".to_string()))
             .unwrap();
         assert_eq!(c.amqp.url, "amqp://x:5672/%2f");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_together() {
+        let invalid = |f: &dyn Fn(&mut BrokerConfig)| {
+            let mut c = BrokerConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(invalid(&|c| c.amqp.url = "amqps://h:5671/%2f".into()).contains("tls_ca is empty"));
+        assert!(invalid(&|c| c.amqp.tls_ca = "ca.pem".into()).contains("not amqps://"));
+        assert!(invalid(&|c| {
+            c.amqp.url = "amqps://h:5671/%2f".into();
+            c.amqp.tls_ca = "ca.pem".into();
+            c.amqp.tls_cert = "client.pem".into();
+        })
+        .contains("set both or neither"));
+        let mut c = BrokerConfig::default();
+        c.apply_env(|k| match k {
+            "MEV_AMQP_URL" => Some("amqps://h:5671/%2f".into()),
+            "MEV_AMQP_TLS_CA" => Some("ca.pem".into()),
+            "MEV_AMQP_TLS_CERT" => Some("c.pem".into()),
+            "MEV_AMQP_TLS_KEY" => Some("c.key".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.validate().unwrap();
+        let err = c.amqp.tls().unwrap_err();
+        assert!(format!("{err:#}").contains("ca.pem"), "{err:#}");
     }
 
     #[test]

@@ -309,8 +309,30 @@ fn read(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// Reloads the CRL files into `trust` every `every`, so that a certificate
+/// revoked in a CRL file stops being accepted without a restart. A file that
+/// cannot be read or parsed keeps the previous CRLs in force (and is logged):
+/// a half-written file never un-revokes anything.
+pub fn spawn_crl_refresh(
+    trust: Arc<TrustStore>,
+    files: Vec<std::path::PathBuf>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; the files were loaded at start
+        loop {
+            tick.tick().await;
+            if let Err(e) = load_crls(&trust, &files) {
+                tracing::warn!(error = %format!("{e:#}"), "CRL refresh failed; keeping the previous CRLs");
+            }
+        }
+    })
+}
+
 /// Loads every CRL file into `trust`.
-fn load_crls(trust: &TrustStore, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+pub fn load_crls(trust: &TrustStore, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for f in files {
         all.extend(trust::crls_from_pem(&read(f)?).with_context(|| format!("{}", f.display()))?);
@@ -375,6 +397,7 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
             connection_name: format!("mev-broker {}", config.broker.id),
             quorum: config.amqp.quorum,
             max_inbox_length: config.amqp.max_inbox_length,
+            tls: config.amqp.tls()?,
         },
     );
     transport
@@ -419,18 +442,11 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     }
 
     if !config.pki.crls.is_empty() {
-        let trust = ctx.trust.clone();
-        let files = config.pki.crls.clone();
-        let every = Duration::from_secs(config.pki.crl_refresh_secs.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = load_crls(&trust, &files) {
-                    tracing::warn!(error = %format!("{e:#}"), "CRL refresh failed; keeping the previous CRLs");
-                }
-            }
-        });
+        spawn_crl_refresh(
+            ctx.trust.clone(),
+            config.pki.crls.clone(),
+            Duration::from_secs(config.pki.crl_refresh_secs.max(1)),
+        );
     }
 
     shutdown_signal().await;

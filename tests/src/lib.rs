@@ -230,6 +230,32 @@ pub struct Exchange {
     all_agency_ids: Vec<String>,
     cleaned: bool,
     seq: AtomicU64,
+    crl_refresh: Option<tokio::task::AbortHandle>,
+}
+
+/// How an [`Exchange`] is set up beyond its agencies; the default is a plain
+/// link to `AMQP_URL`, a fresh development CA, no rate limit, no CRL files.
+pub struct Setup {
+    /// The link of the broker and every adapter (one shared connection).
+    pub amqp: AmqpConfig,
+    /// The CA to issue certificates from (so a test can write its CRLs).
+    pub pki: Option<DevPki>,
+    /// The broker's per-agency rate limit.
+    pub rate_limit: Option<Arc<mev_broker::pipeline::ratelimit::RateLimiter>>,
+    /// CRL files loaded at start and reloaded at this interval, as
+    /// `mev broker` does with `[pki] crls`.
+    pub crl_files: Option<(Vec<PathBuf>, Duration)>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            amqp: AmqpConfig::new(amqp_url()),
+            pki: None,
+            rate_limit: None,
+            crl_files: None,
+        }
+    }
 }
 
 impl Exchange {
@@ -250,14 +276,32 @@ impl Exchange {
         replier: Replier,
         configure: impl Fn(&str, AdapterConfig) -> AdapterConfig,
     ) -> Exchange {
+        Exchange::start_setup(agencies, replier, Setup::default(), configure).await
+    }
+
+    /// [`Exchange::start_configured`] with the broker and link set up as
+    /// `setup` says.
+    pub async fn start_setup(
+        agencies: &[&str],
+        replier: Replier,
+        setup: Setup,
+        configure: impl Fn(&str, AdapterConfig) -> AdapterConfig,
+    ) -> Exchange {
         let register = Arc::new(load_register());
         let namespace = format!("mevtest-{}", uuid::Uuid::new_v4().simple());
-        let transport = Amqp::new(namespace.clone(), AmqpConfig::new(amqp_url()));
+        let url = setup.amqp.url.clone();
+        let transport = Amqp::new(namespace.clone(), setup.amqp);
         within("connecting to RabbitMQ", transport.connect())
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {}: {e}", amqp_url()));
-        let pki = DevPki::new().expect("development CA");
+            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {url}: {e}"));
+        let pki = setup
+            .pki
+            .unwrap_or_else(|| DevPki::new().expect("development CA"));
         let trust = Arc::new(pki.trust_store().expect("trust store"));
+        let crl_refresh = setup.crl_files.map(|(files, every)| {
+            mev_broker::server::load_crls(&trust, &files).expect("the CRL files load");
+            mev_broker::server::spawn_crl_refresh(trust.clone(), files, every).abort_handle()
+        });
         let verifier: Arc<dyn SignatureVerifier> = Arc::new(RingVerifier::new());
         let counters = Arc::new(Counters::default());
         let all_agency_ids: Vec<String> = register.agencies().map(|a| a.id.clone()).collect();
@@ -275,6 +319,7 @@ impl Exchange {
             cleaned: false,
             seq: AtomicU64::new(0),
             pki,
+            crl_refresh,
         };
         let ctx = Arc::new(Context {
             register: register.clone(),
@@ -288,7 +333,7 @@ impl Exchange {
             limits: Limits::default(),
             max_clock_skew: None,
             max_message_age: None,
-            rate_limit: None,
+            rate_limit: setup.rate_limit,
             counters,
             clock: mev_broker::clock::Clock::system(),
             at_risk_fraction: Some(0.8),
@@ -575,6 +620,9 @@ impl Exchange {
 
     /// Stops the adapters and the broker and deletes the namespace.
     pub async fn cleanup(mut self) {
+        if let Some(task) = self.crl_refresh.take() {
+            task.abort();
+        }
         for (_, a) in std::mem::take(&mut self.agencies) {
             let _ = tokio::time::timeout(WAIT, a.adapter.shutdown()).await;
         }

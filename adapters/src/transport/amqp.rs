@@ -38,6 +38,83 @@ pub struct AmqpConfig {
     /// Maximum messages per inbox; past it, publishes are nacked
     /// (`x-overflow = reject-publish`) and stay in the sender's outbox. 0 = unbounded.
     pub max_inbox_length: u32,
+    /// TLS for `amqps://` URLs; required for them, ignored for `amqp://`.
+    pub tls: Option<AmqpTls>,
+}
+
+/// TLS to RabbitMQ (rustls on ring). Only the CA certificates given here are
+/// trusted, never the system's roots: RabbitMQ's certificate must chain to
+/// them and name the URL's host (a DNS name or an IP address).
+#[derive(Clone)]
+pub struct AmqpTls {
+    /// PEM CA certificates that issued RabbitMQ's server certificate.
+    pub ca_pem: String,
+    /// The client certificate chain and its PKCS#8 key (both PEM), for
+    /// RabbitMQ listeners that ask for one (`fail_if_no_peer_cert`).
+    pub client: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, both PEM.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for AmqpTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never reaches a log.
+        f.debug_struct("AmqpTls")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl AmqpTls {
+    /// Reads the CA file and, if given, the client certificate and key files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> std::io::Result<AmqpTls> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        let ca_pem = String::from_utf8(read(ca)?).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not a PEM file", ca.display()),
+            )
+        })?;
+        if !ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: no PEM certificate in it", ca.display()),
+            ));
+        }
+        let client = match client {
+            Some((cert, key)) => Some(ClientIdentity {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+            }),
+            None => None,
+        };
+        Ok(AmqpTls { ca_pem, client })
+    }
+
+    fn owned(&self) -> lapin::tcp::OwnedTLSConfig {
+        lapin::tcp::OwnedTLSConfig {
+            identity: self
+                .client
+                .as_ref()
+                .map(|c| lapin::tcp::OwnedIdentity::PKCS8 {
+                    pem: c.cert_pem.clone(),
+                    key: c.key_pem.clone(),
+                }),
+            cert_chain: Some(self.ca_pem.clone()),
+        }
+    }
 }
 
 impl AmqpConfig {
@@ -48,6 +125,7 @@ impl AmqpConfig {
             connection_name: "mev".into(),
             quorum: true,
             max_inbox_length: 0,
+            tls: None,
         }
     }
 }
@@ -144,8 +222,19 @@ impl Amqp {
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.inner.config.connection_name.as_str()));
         let url = self.inner.config.url.clone();
+        let tls = match (&self.inner.config.tls, url.starts_with("amqps://")) {
+            (Some(tls), true) => tls.owned(),
+            (None, true) => {
+                return Err(TransportError::Connection(
+                    "an amqps:// URL needs AmqpConfig::tls with the CA that issued RabbitMQ's certificate".into(),
+                ))
+            }
+            (_, false) => lapin::tcp::OwnedTLSConfig::default(),
+        };
         let connection = timed("connecting", STEP_TIMEOUT, async {
-            Connection::connect(&url, props)
+            let runtime = lapin::runtime::default_runtime()
+                .map_err(|e| TransportError::Connection(e.to_string()))?;
+            Connection::connect_with_config(&url, props, tls, runtime)
                 .await
                 .map_err(|e| TransportError::Connection(e.to_string()))
         })

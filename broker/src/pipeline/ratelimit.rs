@@ -5,6 +5,11 @@
 //! another agency's budget by claiming its name; a message over the limit is
 //! refused with `RateLimited` (410) in a signed receipt, and the sender's
 //! outbox or operator sends it again later.
+//!
+//! Replies are never limited: each answers a request that was admitted (a
+//! reply to anything else is refused by the authorize stage), so requests
+//! already bound them, and throttling an answer the law requires within a
+//! deadline would only make it late.
 
 use super::decode::Refused;
 use super::Context;
@@ -54,6 +59,9 @@ pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
     let Some(limiter) = &ctx.rate_limit else {
         return Ok(());
     };
+    if opened.header.kind == mev_proto::pb::Kind::Reply as i32 {
+        return Ok(());
+    }
     let sender = &opened.header.sender;
     if limiter.admit(sender, Instant::now()) {
         return Ok(());
