@@ -43,6 +43,7 @@ use mev_adapter::transport::{Outgoing, Route, Transport};
 use mev_adapter::{Adapter, AdapterConfig, IncomingRequest, ReceiptInfo};
 use mev_broker::clock::{Clock, ManualClock};
 use mev_broker::metrics::{Counters, Snapshot};
+use mev_broker::pipeline::record::{KEEP_GARBAGE, KEEP_REFUSED};
 use mev_broker::pipeline::{Batching, Context};
 use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::{Register, Service};
@@ -961,7 +962,8 @@ impl Mix {
 
 /// Publishes messages `from..to` of `mix` in batches and waits until the
 /// broker has refused them all; returns the bytes published and the bytes
-/// the journal keeps of them (at most 64 KiB of each refused message).
+/// the journal keeps of them (at most 64 KiB of each refused message, 4 KiB
+/// of garbage).
 async fn flood(ex: &Exchange, mix: &Mix, from: u64, to: u64) -> (u64, u64) {
     let before = ex.counters();
     let mut expected = std::collections::BTreeMap::<u32, u64>::new();
@@ -974,7 +976,15 @@ async fn flood(ex: &Exchange, mix: &Mix, from: u64, to: u64) -> (u64, u64) {
                 let (code, body) = mix.message(j);
                 *expected.entry(code.as_code()).or_default() += 1;
                 sent += body.len() as u64;
-                kept += body.len().min(64 * 1024) as u64;
+                // Nobody can be held to what does not decode far enough to
+                // name its sender: the journal keeps less of it.
+                let keep = match code {
+                    ErrorCode::Malformed | ErrorCode::MalformedHeader | ErrorCode::TooLarge => {
+                        KEEP_GARBAGE
+                    }
+                    _ => KEEP_REFUSED,
+                };
+                kept += body.len().min(keep) as u64;
                 Outgoing {
                     route: Route::Ingress,
                     body,
@@ -1021,7 +1031,8 @@ async fn flood(ex: &Exchange, mix: &Mix, from: u64, to: u64) -> (u64, u64) {
 /// its journal keeps.
 ///
 /// The broker runs in this process with an in-memory store, and the journal
-/// deliberately keeps every refused message (its first 64 KiB at most) with
+/// deliberately keeps every refused message (its first 64 KiB at most, 4 KiB
+/// of garbage) with
 /// its event and, where the sender is known, its signed receipt; memory must
 /// grow with that and with nothing else. That costs more than the kept bytes:
 /// redb rounds a large value's allocation up to a power of two (up to 2x),

@@ -57,6 +57,11 @@ pub struct Context {
     pub at_risk_fraction: Option<f64>,
 }
 
+/// A batch closes once its bodies add up to this many bytes, whatever
+/// `batch_size` says, so that a stream of large messages cannot make one
+/// batch (and the copies decoding makes of it) hold gigabytes.
+pub const BATCH_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 /// Batching settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
@@ -90,24 +95,31 @@ pub async fn run(
             d = ingress.next() => match d { Some(d) => d, None => break },
             _ = shutdown.changed() => break,
         };
+        let mut bytes = first.body.len();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + batching.batch_window;
-        while batch.len() < batching.batch_size {
-            if let Some(d) = ingress.try_next() {
-                batch.push(d);
-                continue;
-            }
-            match tokio::time::timeout_at(deadline, ingress.next()).await {
-                Ok(Some(d)) => batch.push(d),
-                _ => break,
-            }
+        while batch.len() < batching.batch_size && bytes < BATCH_MAX_BYTES {
+            let d = match ingress.try_next() {
+                Some(d) => d,
+                None => match tokio::time::timeout_at(deadline, ingress.next()).await {
+                    Ok(Some(d)) => d,
+                    _ => break,
+                },
+            };
+            bytes += d.body.len();
+            batch.push(d);
         }
         process_batch(&ctx, batch).await;
     }
 }
 
 /// Runs one batch through every stage.
-pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
+///
+/// Each body is moved, never copied, from its delivery through the checks
+/// into the store transaction, so a batch holds one copy of every message
+/// (plus what decoding extracts from it): a stream of large messages costs
+/// about `batch_size × size`, not a multiple of it.
+pub async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>) {
     let started = std::time::Instant::now();
     let now = ctx.clock.now();
     crate::journal::init_zones(ctx);
@@ -115,18 +127,23 @@ pub async fn process_batch(ctx: &Arc<Context>, batch: Vec<Delivery>) {
     ctx.counters.batches.fetch_add(1, Ordering::Relaxed);
 
     // CPU stages, in parallel across the blocking pool.
-    let bodies: Vec<Arc<Vec<u8>>> = batch.iter().map(|d| Arc::new(d.body.clone())).collect();
+    let mut bodies: Vec<Vec<u8>> = batch
+        .iter_mut()
+        .map(|d| std::mem::take(&mut d.body))
+        .collect();
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(bodies.len());
-    let chunk = bodies.len().div_ceil(workers.max(1));
+    let chunk = bodies.len().div_ceil(workers.max(1)).max(1);
     let mut tasks = Vec::new();
-    for part in bodies.chunks(chunk.max(1)) {
-        let part: Vec<Arc<Vec<u8>>> = part.to_vec();
+    while !bodies.is_empty() {
+        // Front to back, so the results come back in delivery order.
+        let rest = bodies.split_off(chunk.min(bodies.len()));
+        let part = std::mem::replace(&mut bodies, rest);
         let ctx = ctx.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            part.iter()
-                .map(|b| (check(&ctx, b, now), b.to_vec()))
+            part.into_iter()
+                .map(|b| (check(&ctx, &b, now), b))
                 .collect::<Vec<_>>()
         }));
     }

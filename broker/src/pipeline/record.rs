@@ -143,7 +143,13 @@ pub fn apply(
 
 /// Bytes of a refused message kept in the journal, at most (a forged or
 /// oversized message is evidence, but not worth megabytes per copy).
-const KEEP_REFUSED: usize = 64 * 1024;
+pub const KEEP_REFUSED: usize = 64 * 1024;
+
+/// Bytes kept of a message nobody can be held to (undecodable, oversized,
+/// or naming no registered agency), with the length and SHA-256 of the
+/// whole: enough to recognise it, while a flood of garbage from an
+/// authenticated RabbitMQ account cannot fill the disk at 64 KiB a message.
+pub const KEEP_GARBAGE: usize = 4 * 1024;
 
 fn reject(
     ctx: &Context,
@@ -152,27 +158,31 @@ fn reject(
     refused: Box<Refused>,
     raw: &[u8],
 ) -> Result<Verdict, StoreError> {
-    let kept = &raw[..raw.len().min(KEEP_REFUSED)];
     let attributable = refused
         .sender
         .as_deref()
         .is_some_and(|s| ctx.register.agency(s).is_some())
         && refused.digest.is_some();
-    if attributable {
-        t.record_with(&refused_event(EventKind::Rejected, now_ms, &refused), kept)?;
-        Ok(Verdict::Reject(refused))
+    let (kind, keep) = if attributable {
+        (EventKind::Rejected, KEEP_REFUSED)
     } else {
-        let mut ev = refused_event(EventKind::Garbage, now_ms, &refused);
-        if raw.len() > KEEP_REFUSED {
-            ev.reason = format!(
-                "{} (first {KEEP_REFUSED} of {} bytes kept)",
-                ev.reason,
-                raw.len()
-            );
-        }
-        t.record_with(&ev, kept)?;
-        Ok(Verdict::Garbage(refused))
+        (EventKind::Garbage, KEEP_GARBAGE)
+    };
+    let mut ev = refused_event(kind, now_ms, &refused);
+    if raw.len() > keep {
+        ev.reason = format!(
+            "{} (first {keep} of {} bytes kept; SHA-256 of all {})",
+            ev.reason,
+            raw.len(),
+            mev_proto::envelope::hex(&mev_proto::envelope::sha256(raw))
+        );
     }
+    t.record_with(&ev, &raw[..raw.len().min(keep)])?;
+    Ok(if attributable {
+        Verdict::Reject(refused)
+    } else {
+        Verdict::Garbage(refused)
+    })
 }
 
 /// A reply answers an open request, comes from its recipient, goes back to
