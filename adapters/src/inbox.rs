@@ -347,7 +347,15 @@ async fn on_request<T: Transport>(
             let _ = delivery.ack().await;
         }
         Err(e) => {
-            tracing::warn!(agency = shared.agency(), %id, error = %e, "reply not stored; request returned to the queue");
+            if matches!(e, crate::AdapterError::Invalid(_)) {
+                // The handler's answer cannot be sent as it is (too large,
+                // say): the operator must see it, and the request must not
+                // spin through the handler meanwhile.
+                tracing::error!(agency = shared.agency(), %id, error = %e, "the handler's reply cannot be sent; request returned to the queue");
+            } else {
+                tracing::warn!(agency = shared.agency(), %id, error = %e, "reply not stored; request returned to the queue");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let _ = delivery.requeue().await;
         }
     }

@@ -119,7 +119,8 @@ pub struct AdapterConfig {
     pub verifier: Arc<dyn SignatureVerifier>,
     /// The exchange's id in its certificate; receipts and notices must be signed by it.
     pub broker_id: String,
-    /// Size limits for what arrives.
+    /// Size limits for what arrives, and the largest message sent (larger
+    /// ones are refused with `TooLarge` before they reach the outbox).
     pub limits: Limits,
     /// Unacked deliveries at most; also how many requests are handled at once.
     pub prefetch: u16,
@@ -230,12 +231,28 @@ impl<T: Transport> Shared<T> {
             &self.config.identity.certificate_chain,
         )?;
         let digest = envelope::sha256(&env.header);
+        let body = env.encode_to_vec();
+        self.check_size(body.len())?;
         let message = Outgoing {
             route: Route::Ingress,
-            body: env.encode_to_vec().into(),
+            body: body.into(),
             message_id: id,
         };
         Ok((message, digest))
+    }
+
+    /// Refuses, before it reaches the outbox, a message the exchange would
+    /// refuse as too large (or RabbitMQ's `max_message_size` would close the
+    /// channel over, stalling the outbox behind it).
+    fn check_size(&self, len: usize) -> Result<(), AdapterError> {
+        let max = self.config.limits.max_message_bytes;
+        if len > max {
+            return Err(AdapterError::Invalid(mev_proto::Rejection::new(
+                mev_proto::ErrorCode::TooLarge,
+                format!("the signed message is {len} bytes; at most {max} are accepted"),
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -416,6 +433,7 @@ impl<T: Transport> Adapter<T> {
     /// tools that must produce tampered or unusual messages). Bytes that are
     /// not an envelope get a handle whose receipt never comes.
     pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<RequestHandle, AdapterError> {
+        self.shared.check_size(bytes.len())?;
         let (id, digest) = match mev_proto::Envelope::decode(bytes.as_slice()) {
             Ok(env) => {
                 let id = Header::decode(env.header.as_slice())

@@ -497,3 +497,38 @@ async fn connects_and_queues_while_rabbitmq_is_unreachable() {
     assert_eq!(a.outbox_depth(), 1, "kept until RabbitMQ confirms it");
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_message_larger_than_the_limit_never_reaches_the_outbox() {
+    let pki = Pki::new();
+    let t = Embedded::new("big");
+    t.declare_ingress().await.unwrap();
+    t.declare_inbox("A").await.unwrap();
+    let mut config = pki.config("A", None);
+    config.limits.max_message_bytes = 2048;
+    let a = Adapter::connect(t.clone(), config, None::<crate::NoHandler>)
+        .await
+        .unwrap();
+    let big = pb::StatusUpdate {
+        comment: "x".repeat(4096),
+        ..status()
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    match a.send_status("B", &id, official(), big).await {
+        Err(AdapterError::Invalid(r)) => {
+            assert_eq!(r.code, mev_proto::ErrorCode::TooLarge);
+            assert!(r.reason.contains("at most 2048"), "{r:?}");
+        }
+        other => panic!("expected TooLarge, got {:?}", other.map(|_| ())),
+    }
+    match a.send_raw(vec![0u8; 4096]).await {
+        Err(AdapterError::Invalid(r)) => assert_eq!(r.code, mev_proto::ErrorCode::TooLarge),
+        other => panic!("expected TooLarge, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(a.outbox_depth(), 0, "nothing queued to stall the outbox");
+    // A message within the limit still goes.
+    a.send_status("B", &id, official(), status()).await.unwrap();
+    a.flush(WAIT).await.unwrap();
+    assert_eq!(t.queue_depth("big.ingress").await.unwrap().messages, 1);
+    a.shutdown().await;
+}

@@ -110,6 +110,15 @@ pub enum AuditCommand {
         /// RabbitMQ (default: $AMQP_URL or the local one).
         #[arg(long)]
         amqp: Option<String>,
+        /// For amqps://: the PEM CA that issued RabbitMQ's certificate.
+        #[arg(long, env = "MEV_AMQP_TLS_CA")]
+        tls_ca: Option<PathBuf>,
+        /// A client certificate (PEM chain) for the TLS listener, with --tls-key.
+        #[arg(long, env = "MEV_AMQP_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The client certificate's PKCS#8 key (PEM).
+        #[arg(long, env = "MEV_AMQP_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -369,7 +378,20 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             to,
             into,
             amqp,
+            tls_ca,
+            tls_cert,
+            tls_key,
         } => {
+            let tls = match &tls_ca {
+                Some(ca) => Some(
+                    mev_adapter::transport::amqp::AmqpTls::from_files(
+                        ca,
+                        tls_cert.as_deref().zip(tls_key.as_deref()),
+                    )
+                    .context("TLS files")?,
+                ),
+                None => None,
+            };
             let store = open_store(&data)?;
             let messages = audit::replay_range(&store, parse_time(&from)?, parse_time(&to)?)?;
             let url = amqp
@@ -380,7 +402,13 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 .build()?;
             let n = messages.len();
             rt.block_on(async {
-                let transport = Amqp::new("mev-replay", AmqpConfig::new(url));
+                let transport = Amqp::new(
+                    "mev-replay",
+                    AmqpConfig {
+                        tls,
+                        ..AmqpConfig::new(url)
+                    },
+                );
                 transport
                     .connect()
                     .await
