@@ -257,7 +257,24 @@ fn on_reply<'a, T: Transport>(
         tracing::debug!(id = %opened.header.message_id, "duplicate reply dropped");
         return Vec::new();
     };
-    let Some(body) = ReplyBody::from_wire(&opened.header, opened.envelope.payload.clone()) else {
+    let payload = match decrypt_payload(shared, opened) {
+        Ok(p) => p,
+        Err(why) => {
+            // Signed by the provider and accepted by the exchange, but not
+            // readable here: the waiting caller learns why.
+            tracing::error!(agency = shared.agency(), id = %opened.header.message_id, in_reply_to = %opened.header.in_reply_to, reason = %why, "reply payload cannot be read");
+            if let Some(w) = shared.pending().replies.remove(&opened.header.in_reply_to) {
+                let _ = w.send(Err(crate::AdapterError::Invalid(
+                    mev_proto::Rejection::new(
+                        mev_proto::ErrorCode::InvalidField,
+                        format!("reply payload: {why}"),
+                    ),
+                )));
+            }
+            return vec![claim];
+        }
+    };
+    let Some(body) = ReplyBody::from_wire(&opened.header, payload) else {
         return vec![claim];
     };
     let reply = IncomingReply {
@@ -320,7 +337,7 @@ async fn on_request<T: Transport>(
         }
     };
     let (outcome, schema, payload) = body.into_wire();
-    let reply = Header {
+    let mut reply = Header {
         message_id: uuid::Uuid::now_v7().to_string(),
         kind: Kind::Reply as i32,
         in_reply_to: id.clone(),
@@ -336,8 +353,9 @@ async fn on_request<T: Transport>(
         reply: Some(outcome),
         ..Default::default()
     };
+    let payload = seal_reply_payload(shared, &request_header, &mut reply, payload);
     // The reply in the outbox and the request marked handled: one transaction.
-    let stored = match shared.seal_for_ingress(reply, payload) {
+    let stored = match payload.and_then(|payload| shared.seal_for_ingress(reply, payload)) {
         Ok((message, _)) => shared.outbox.commit(vec![message], vec![id.clone()]).await,
         Err(e) => Err(e),
     };
@@ -358,6 +376,37 @@ async fn on_request<T: Transport>(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let _ = delivery.requeue().await;
         }
+    }
+}
+
+/// The reply's payload as it goes out: encrypted to the consumer's agreement
+/// key when [`AdapterConfig::recipient_keys`](crate::AdapterConfig) has one,
+/// so the exchange routes the documents without reading them. A confidential
+/// request is never answered with documents in clear: without the consumer's
+/// key, the reply is not sent (an error for the operator to fix).
+fn seal_reply_payload<T: Transport>(
+    shared: &Shared<T>,
+    request: &Header,
+    reply: &mut Header,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, crate::AdapterError> {
+    if payload.is_empty() {
+        return Ok(payload);
+    }
+    let invalid = |why: String| {
+        crate::AdapterError::Invalid(mev_proto::Rejection::new(
+            mev_proto::ErrorCode::InvalidField,
+            why,
+        ))
+    };
+    match shared.config.recipient_keys.get(&reply.recipient) {
+        Some(key) => mev_proto::confidential::encrypt_payload(reply, &payload, key)
+            .map_err(|e| invalid(format!("reply payload encryption: {e}"))),
+        None if mev_proto::confidential::is_encrypted(request) => Err(invalid(format!(
+            "the request was encrypted, so its documents may not go back in clear:              add {}'s agreement key to AdapterConfig::recipient_keys",
+            reply.recipient
+        ))),
+        None => Ok(payload),
     }
 }
 

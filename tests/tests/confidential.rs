@@ -5,7 +5,8 @@
 //! ciphertext is refused by the broker (digest or signature), and a payload
 //! that the provider cannot decrypt (made for another key, or moved to
 //! another message) never reaches its handler: the adapter answers it with
-//! insufficient data.
+//! insufficient data. The documents in the reply go back encrypted to the
+//! consumer's key, and a confidential request is never answered in clear.
 
 use mev_adapter::{AgreementKey, IncomingReply, IncomingRequest, ReplyBody};
 use mev_broker::register::Register;
@@ -47,12 +48,19 @@ async fn setup(consumer_knows: Option<RecipientKey>) -> Setup {
             reply_of_kind("documents", register, req)
         })
     };
+    // The consumer's own key pair, for the documents sent back.
+    let consumer_pem = AgreementKey::generate().unwrap().to_pkcs8_pem();
+    let consumer_key = AgreementKey::from_pem(&consumer_pem).unwrap().public_key();
     let (consumer, provider) = (cast.consumer.clone(), cast.provider.clone());
     let ex = Exchange::start_configured(&cast.attached(), replier, move |id, config| {
         if id == consumer {
-            config.with_recipient_key(provider.clone(), known)
+            config
+                .with_recipient_key(provider.clone(), known)
+                .with_agreement_key(AgreementKey::from_pem(&consumer_pem).unwrap())
         } else if id == provider {
-            config.with_agreement_key(AgreementKey::from_pem(&provider_pem).unwrap())
+            config
+                .with_agreement_key(AgreementKey::from_pem(&provider_pem).unwrap())
+                .with_recipient_key(consumer.clone(), consumer_key)
         } else {
             config
         }
@@ -118,6 +126,34 @@ async fn encrypted_payload_reaches_the_provider_but_not_the_broker() {
     let id = h.message_id.clone();
     let rep = reply(h).await;
     assert_eq!(rep.body.kind_name(), "documents");
+    let ReplyBody::Documents {
+        payload: documents, ..
+    } = &rep.body
+    else {
+        unreachable!()
+    };
+    assert!(documents.len() >= 16, "documents worth hiding");
+    // The documents went back encrypted to the consumer's key, and the
+    // consumer's adapter decrypted them.
+    let sent = Envelope::decode(rep.envelope.as_slice()).unwrap();
+    let sent_header = Header::decode(sent.header.as_slice()).unwrap();
+    assert!(
+        sent_header.payload_encryption.is_some(),
+        "the reply is encrypted"
+    );
+    assert!(
+        !contains(&sent.payload, documents),
+        "no plaintext in the reply as sent"
+    );
+    let reply_stored = ex
+        .broker_store()
+        .envelope(&rep.header.message_id)
+        .expect("store readable")
+        .expect("the reply's envelope is kept");
+    assert!(
+        !contains(&reply_stored, documents),
+        "the documents' plaintext in the broker's store"
+    );
 
     // The provider's handler got the original bytes, and knew they were encrypted.
     let seen = seen.lock().unwrap().clone();
@@ -248,16 +284,72 @@ async fn a_ciphertext_for_another_key_or_message_cannot_be_decrypted() {
         "nothing reached the handler"
     );
 
-    // An encrypted payload is only for requests: an encrypted reply is refused.
-    let mut reply_header = ex.reply_header(
+    // Only requests and replies may be encrypted: a status update may not.
+    let mut status_header = ex.reply_header(
         &cast.provider,
         &cast.consumer,
         &cast.service.number,
         &header.message_id,
     );
-    let ct = encrypt_payload(&mut reply_header, b"", &provider_key).unwrap();
-    let bytes = ex.adapter(&cast.provider).seal(reply_header, ct).unwrap();
-    ex.expect_refused(&cast.provider, bytes, ErrorCode::InvalidField)
+    status_header.kind = mev_proto::pb::Kind::Status as i32;
+    status_header.reply = None;
+    let status = mev_proto::pb::StatusUpdate {
+        status: "in progress".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let ct = encrypt_payload(&mut status_header, &status, &provider_key).unwrap();
+    let bytes = ex.adapter(&cast.provider).seal(status_header, ct).unwrap();
+    let r = ex
+        .expect_refused(&cast.provider, bytes, ErrorCode::InvalidField)
         .await;
+    assert!(r.reason.contains("payload_encryption"), "{r:?}");
+    ex.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_confidential_request_is_never_answered_in_clear() {
+    // The provider can read the request but does not know the consumer's key.
+    let cast = Cast::choose(&mev_tests::load_register());
+    let provider_pem = AgreementKey::generate().unwrap().to_pkcs8_pem();
+    let provider_key = AgreementKey::from_pem(&provider_pem).unwrap().public_key();
+    let (consumer, provider) = (cast.consumer.clone(), cast.provider.clone());
+    let ex = Exchange::start_configured(
+        &cast.attached(),
+        mev_tests::reply_by_applicant_name(),
+        move |id, config| {
+            if id == consumer {
+                config.with_recipient_key(provider.clone(), provider_key)
+            } else if id == provider {
+                config.with_agreement_key(AgreementKey::from_pem(&provider_pem).unwrap())
+            } else {
+                config
+            }
+        },
+    )
+    .await;
+    let mut h = within(
+        "sending a confidential request",
+        ex.adapter(&cast.consumer)
+            .send_confidential_request(ex.request(&cast.service, "documents")),
+    )
+    .await
+    .expect("sent");
+    assert!(receipt(&mut h).await.accepted);
+    let handled = |ex: &Exchange| ex.handled_count(&cast.provider);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while handled(&ex) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the handler ran");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The documents are not sent: the request goes back to the queue (and the
+    // handler is asked again a second later) until the key is configured.
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(3), h.reply()).await;
+    assert!(waited.is_err(), "no reply in clear: {waited:?}");
+    assert_eq!(
+        ex.counters().accepted.get("reply"),
+        None,
+        "nothing reached the exchange"
+    );
     ex.cleanup().await;
 }

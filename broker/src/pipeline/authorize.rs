@@ -45,10 +45,10 @@ pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
     }
     let encrypted = mev_proto::confidential::is_encrypted(h);
     if encrypted {
-        if opened.kind() != Kind::Request {
+        if !matches!(opened.kind(), Kind::Request | Kind::Reply) {
             return Err(refuse(Rejection::new(
                 ErrorCode::InvalidField,
-                "header.payload_encryption: only a request's payload may be encrypted",
+                "header.payload_encryption: only a request's or a reply's payload may be encrypted",
             )));
         }
         mev_proto::confidential::check_header(h).map_err(refuse)?;

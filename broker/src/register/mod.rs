@@ -263,6 +263,14 @@ impl Register {
                  (Tatarstan §3.11-3.13)",
             ));
         }
+        if mev_proto::confidential::is_encrypted(header) {
+            // Encrypted to the consumer: only the schema's name can be
+            // checked; the consumer's adapter decodes the contents strictly.
+            if !header.payload_schema.is_empty() && header.payload_schema != service.reply_schema {
+                return Err(schema_name_mismatch(&service.reply_schema, header));
+            }
+            return Ok(());
+        }
         self.check_payload(&service.reply_schema, header, payload)
     }
 
