@@ -574,12 +574,18 @@ impl Store {
     }
 
     /// Removes delivered entries from the outbox and journals the
-    /// deliveries, in one transaction (one fsync for all of them).
+    /// deliveries, in one transaction that is not fsynced on its own: the
+    /// next durable commit (the pipeline's next batch, a checkpoint, the
+    /// final checkpoint at stop) carries it to disk. A crash before that
+    /// loses the removals and their `Delivered` events together, so the
+    /// entries are published again, receivers drop the copies by id, and
+    /// the deliveries are journalled then: nothing is confirmed that is not
+    /// durable, and the journal never says delivered for what it may send again.
     pub fn outbox_remove(&self, seqs: &[u64], delivered: &[Event]) -> Result<(), StoreError> {
         if seqs.is_empty() && delivered.is_empty() {
             return Ok(());
         }
-        self.write(|t| {
+        self.write_lazy(|t| {
             for s in seqs {
                 t.outbox.remove(s)?;
             }
