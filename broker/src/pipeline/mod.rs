@@ -83,13 +83,23 @@ fn check(
     Ok(opened)
 }
 
-/// Consumes the ingress until `shutdown` flips to true.
+/// Batches processed at once: while one waits for its fsync, the next is
+/// decoded and verified. Their store transactions still commit one at a
+/// time, each atomically, and no message can depend on another that is not
+/// committed yet (a reply exists only once its request was forwarded, which
+/// is after its commit; copies of one message are told apart by the dedup
+/// index whichever commits first).
+pub const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Consumes the ingress until `shutdown` flips to true; returns once every
+/// batch taken is processed.
 pub async fn run(
     ctx: Arc<Context>,
     mut ingress: Consumer,
     batching: Batching,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
         let first = tokio::select! {
             d = ingress.next() => match d { Some(d) => d, None => break },
@@ -109,8 +119,17 @@ pub async fn run(
             bytes += d.body.len();
             batch.push(d);
         }
-        process_batch(&ctx, batch).await;
+        while in_flight.len() >= BATCHES_IN_FLIGHT {
+            if let Some(Err(e)) = in_flight.join_next().await {
+                // Its deliveries stay unacked: RabbitMQ redelivers them when
+                // the channel closes, and they are recognised by id.
+                tracing::error!(error = %e, "a batch task failed");
+            }
+        }
+        let ctx = ctx.clone();
+        in_flight.spawn(async move { process_batch(&ctx, batch).await });
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// Runs one batch through every stage.
