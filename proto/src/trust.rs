@@ -22,8 +22,10 @@ use crate::envelope::hex;
 use crate::error::ErrorCode;
 use chrono::{DateTime, Utc};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, ExtendedKeyUsageValidator, KeyPurposeId,
@@ -109,6 +111,38 @@ impl TrustError {
 pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
     crls: RwLock<Vec<CertRevocationList<'static>>>,
+    /// Bumped whenever the CRLs change: cached verdicts of older generations
+    /// are not used.
+    crl_generation: AtomicU64,
+    /// Chains that passed every check, so the path (an ECDSA or RSA
+    /// signature per certificate) is not validated again for each message
+    /// signed under the same certificate. Only successes are kept.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// A cached success: valid for the same chain and agency, at times inside
+/// every certificate's validity, under the same CRLs.
+struct Verified {
+    cert: VerifiedCert,
+    /// Latest notBefore and earliest notAfter on the chain (Unix seconds).
+    from: i64,
+    until: i64,
+    crl_generation: u64,
+}
+
+/// Chains remembered at most; the cache starts afresh when it is full
+/// (agencies are few, their certificates fewer than this).
+const VERIFIED_CACHE: usize = 4096;
+
+fn chain_key(chain: &[Vec<u8>], agency: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in chain.iter().map(Vec::as_slice).chain([agency.as_bytes()]) {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
 }
 
 impl fmt::Debug for TrustStore {
@@ -138,6 +172,8 @@ impl TrustStore {
         Ok(TrustStore {
             anchors,
             crls: RwLock::new(Vec::new()),
+            crl_generation: AtomicU64::new(0),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -160,7 +196,11 @@ impl TrustStore {
             .collect::<Result<Vec<_>, _>>()?;
         // A panic while holding the lock cannot leave a half-written list:
         // the list is only ever replaced whole, so a poisoned lock is usable.
-        *self.crls.write().unwrap_or_else(|p| p.into_inner()) = crls;
+        let mut current = self.crls.write().unwrap_or_else(|p| p.into_inner());
+        *current = crls;
+        // Under the write lock: a verification that read the old CRLs
+        // caches its verdict under the old generation.
+        self.crl_generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -171,7 +211,56 @@ impl TrustStore {
 
     /// Checks `chain` (end-entity DER first, then intermediates) at time `at`,
     /// and that the end-entity certificate is bound to `agency`.
+    ///
+    /// A chain that passed is remembered (see [`TrustStore`]'s cache): the
+    /// same chain and agency at a time inside every certificate's validity,
+    /// under the same CRLs, passes again without its signatures being
+    /// checked again. Loading CRLs forgets every remembered verdict.
     pub fn verify_certificate(
+        &self,
+        chain: &[Vec<u8>],
+        agency: &str,
+        at: DateTime<Utc>,
+    ) -> Result<VerifiedCert, TrustError> {
+        let key = chain_key(chain, agency);
+        let t = at.timestamp();
+        {
+            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = cache.get(&key) {
+                if v.crl_generation == self.crl_generation.load(Ordering::SeqCst)
+                    && (v.from..=v.until).contains(&t)
+                {
+                    return Ok(v.cert.clone());
+                }
+            }
+        }
+        let generation = self.crl_generation.load(Ordering::SeqCst);
+        let cert = self.verify_uncached(chain, agency, at)?;
+        let mut window = (i64::MIN, i64::MAX);
+        for der in chain {
+            let (_, c) =
+                X509Certificate::from_der(der).map_err(|e| TrustError::Malformed(e.to_string()))?;
+            let v = c.validity();
+            window.0 = window.0.max(v.not_before.timestamp());
+            window.1 = window.1.min(v.not_after.timestamp());
+        }
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
+        }
+        cache.insert(
+            key,
+            Verified {
+                cert: cert.clone(),
+                from: window.0,
+                until: window.1,
+                crl_generation: generation,
+            },
+        );
+        Ok(cert)
+    }
+
+    fn verify_uncached(
         &self,
         chain: &[Vec<u8>],
         agency: &str,

@@ -251,3 +251,45 @@ fn each_rejection_has_its_own_code() {
     codes.dedup();
     assert_eq!(codes.len(), errors.len());
 }
+
+#[test]
+fn a_remembered_verdict_holds_only_inside_validity_for_the_same_agency() {
+    let ca = TestCa::new("ca");
+    let mut leaf = Leaf::new("UZ-GNK", &PKCS_ED25519);
+    (leaf.from_days, leaf.to_days) = (-1, 10);
+    let issued = ca.issue(leaf);
+    let store = ca.store();
+    let chain = [issued.cert_der.clone()];
+    let now = Utc::now();
+    // Verified once, then remembered ...
+    for _ in 0..3 {
+        store.verify_certificate(&chain, "UZ-GNK", now).unwrap();
+    }
+    // ... but not past its notAfter, nor before its notBefore ...
+    let late = now + chrono::TimeDelta::days(11);
+    assert_eq!(
+        store
+            .verify_certificate(&chain, "UZ-GNK", late)
+            .unwrap_err(),
+        TrustError::Expired
+    );
+    let early = now - chrono::TimeDelta::days(2);
+    assert_eq!(
+        store
+            .verify_certificate(&chain, "UZ-GNK", early)
+            .unwrap_err(),
+        TrustError::NotYetValid
+    );
+    // ... nor for another agency, nor once a CRL names it.
+    assert!(matches!(
+        store.verify_certificate(&chain, "UZ-MVD", now),
+        Err(TrustError::AgencyMismatch { .. })
+    ));
+    store.set_crls(vec![ca.crl(&[&issued.serial])]).unwrap();
+    assert_eq!(
+        store.verify_certificate(&chain, "UZ-GNK", now).unwrap_err(),
+        TrustError::Revoked
+    );
+    store.set_crls(Vec::new()).unwrap();
+    store.verify_certificate(&chain, "UZ-GNK", now).unwrap();
+}
