@@ -242,8 +242,15 @@ pub(crate) async fn drain<T: Transport>(
         notify,
     } = parts;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    // Removals are committed lazily; once the outbox has been quiet for
+    // QUIET (and when stopping) one durable commit persists them, so a
+    // restart does not re-publish what was long confirmed.
+    let mut unpersisted = false;
     loop {
         if *stop.borrow() {
+            if unpersisted {
+                persist(&store).await;
+            }
             break;
         }
         let s = store.clone();
@@ -262,13 +269,27 @@ pub(crate) async fn drain<T: Transport>(
             None => true,
             Some(b) if b.is_empty() => {
                 // Woken by the writer after its next commit.
+                let quiet = async {
+                    if unpersisted {
+                        tokio::time::sleep(QUIET).await
+                    } else {
+                        std::future::pending().await
+                    }
+                };
                 tokio::select! {
                     _ = notify.notified() => {}
                     _ = stop.changed() => {}
+                    _ = quiet => {
+                        persist(&store).await;
+                        unpersisted = false;
+                    }
                 }
                 continue;
             }
-            Some(b) => publish(&transport, &store, &depth, b).await,
+            Some(b) => {
+                unpersisted = true;
+                publish(&transport, &store, &depth, b).await
+            }
         };
         if !failed {
             backoff.reset();
@@ -279,6 +300,20 @@ pub(crate) async fn drain<T: Transport>(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// How long the outbox stays empty before its lazy removals are persisted.
+const QUIET: Duration = Duration::from_secs(1);
+
+async fn persist(store: &Arc<Store>) {
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.persist()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "persisting outbox removals failed; they may be published again")
+        }
+        Err(e) => tracing::warn!(error = %e, "persisting outbox removals panicked"),
     }
 }
 
@@ -313,11 +348,10 @@ async fn publish<T: Transport>(
         tracing::warn!(%error, failed = failures, of = n, "outbox publish failed; will retry");
     }
     if !confirmed.is_empty() {
-        // The removal that empties the outbox is made durable, so a restart
-        // after a quiet period does not re-publish what was long confirmed.
-        let durable = *depth.borrow() <= confirmed.len() as u64;
+        // Lazy: a crash before the next durable commit only re-publishes
+        // these, and receivers drop copies by id (see `drain`).
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.remove(&confirmed, durable)).await {
+        match tokio::task::spawn_blocking(move || s.remove(&confirmed, false)).await {
             Ok(Ok(removed)) => depth.send_modify(|d| *d = d.saturating_sub(removed)),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "removing confirmed messages from the outbox failed");

@@ -207,6 +207,15 @@ impl Store {
         Ok(removed)
     }
 
+    /// One durable commit, which carries every lazy one before it to disk.
+    pub(crate) fn persist(&self) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.commit()?;
+        self.durable_commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Messages in the outbox.
     pub(crate) fn outbox_len(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;

@@ -207,7 +207,7 @@ impl Default for PipelineSection {
     fn default() -> Self {
         PipelineSection {
             batch_size: 256,
-            batch_window_ms: 5,
+            batch_window_ms: 1,
         }
     }
 }

@@ -22,7 +22,7 @@
 //!    Everything as in production: quorum queues, persistent messages,
 //!    confirms, the adapters' stores (`AdapterConfig::data_dir`) and the
 //!    broker's store on disk in a temp dir, the broker's default batching
-//!    (256 / 5 ms) and prefetch (512), one connection per participant.
+//!    (256 / 1 ms) and prefetch (512), one connection per participant.
 //!    `MEV_BENCH_CONCURRENCY` `send_request` calls at once (each returns
 //!    once the request is in the outbox on disk). Rates: requests handed to
 //!    the provider's handler per second (`N` / first send → the `N`th
@@ -32,6 +32,10 @@
 //!    the request leg: the broker carries both, and a receipt per sender per
 //!    batch. (A real-time service would have its 2 s deadline breached by
 //!    a saturating run, and the breach notices add traffic.)
+//!    Then a one-way run per throughput run: the same requests, but the
+//!    provider's inbox is taken by a plain consumer that counts and acks
+//!    (no adapter, no reply), the relay's own topology (two queues and a
+//!    final consumer): the like-for-like ratio against the relay.
 //! 3. `latency` — open loop: sends on a fixed schedule whatever comes back,
 //!    at 25%, 50% and 75% of the measured maximum round-trip rate, each for
 //!    `MEV_BENCH_SECS` seconds (the first fifth, at most 2 s, is warm-up and
@@ -124,8 +128,13 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 /// Prefetch of the relay's consumers: the broker's default.
 const RELAY_PREFETCH: u16 = 512;
 /// The broker's default batching and prefetch (`mev broker --print-default-config`).
-const BATCH_SIZE: usize = 256;
-const BATCH_WINDOW: Duration = Duration::from_millis(5);
+fn default_batching() -> Batching {
+    let p = mev_broker::config::PipelineSection::default();
+    Batching {
+        batch_size: p.batch_size,
+        batch_window: Duration::from_millis(p.batch_window_ms),
+    }
+}
 const BROKER_PREFETCH: u16 = 512;
 /// The offered loads of the latency part, as fractions of the maximum round-trip rate.
 const LOADS: [f64; 3] = [0.25, 0.50, 0.75];
@@ -1070,11 +1079,20 @@ struct ExchangeRig {
     /// What the provider's handler saw: calls, the latest, and in the
     /// latency part the one-way latency (scheduled send → handler).
     provider_seen: Arc<Sink>,
+    /// One-way runs: a plain consumer of the provider's inbox that counts
+    /// and acks, like the relay's final consumer (no adapter, no reply).
+    raw_provider: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ExchangeRig {
     /// An exchange serving `flow`: its consumer and provider attached.
     async fn start(fx: &Fixture, flow: &Flow) -> anyhow::Result<ExchangeRig> {
+        ExchangeRig::start_with(fx, flow, true).await
+    }
+
+    /// `replying`: the provider's adapter answers; otherwise a plain
+    /// consumer takes the provider's inbox.
+    async fn start_with(fx: &Fixture, flow: &Flow, replying: bool) -> anyhow::Result<ExchangeRig> {
         let namespace = format!("mevbench-{}", uuid::Uuid::new_v4().simple());
         let admin = transport(&namespace, "admin");
         step("connecting to RabbitMQ", admin.connect())
@@ -1088,8 +1106,9 @@ impl ExchangeRig {
             provider: None,
             counters: Arc::new(Counters::default()),
             provider_seen: Arc::new(Sink::default()),
+            raw_provider: None,
         };
-        match rig.bring_up(fx, flow, &namespace).await {
+        match rig.bring_up(fx, flow, &namespace, replying).await {
             Ok(()) => Ok(rig),
             Err(e) => {
                 rig.stop(fx).await;
@@ -1098,7 +1117,13 @@ impl ExchangeRig {
         }
     }
 
-    async fn bring_up(&mut self, fx: &Fixture, flow: &Flow, namespace: &str) -> anyhow::Result<()> {
+    async fn bring_up(
+        &mut self,
+        fx: &Fixture,
+        flow: &Flow,
+        namespace: &str,
+        replying: bool,
+    ) -> anyhow::Result<()> {
         let store = Store::open(&self.dir.path().join("broker")).context("the broker's store")?;
         let ctx = Arc::new(Context {
             register: fx.register.clone(),
@@ -1115,10 +1140,7 @@ impl ExchangeRig {
             clock: mev_broker::clock::Clock::system(),
             at_risk_fraction: Some(0.8),
         });
-        let batching = Batching {
-            batch_size: BATCH_SIZE,
-            batch_window: BATCH_WINDOW,
-        };
+        let batching = default_batching();
         let broker = Broker::new(
             ctx,
             transport(namespace, "broker"),
@@ -1131,6 +1153,36 @@ impl ExchangeRig {
                 .context("starting the broker")?,
         );
 
+        if !replying {
+            let t = transport(namespace, "provider");
+            step("the provider's inbox", t.declare_inbox(&flow.provider_id))
+                .await?
+                .context("declaring the provider's inbox")?;
+            let queue = t.names().inbox_queue(&flow.provider_id);
+            let mut inbox = step("consuming the provider's inbox", t.consume(&queue, 512))
+                .await?
+                .context("consuming the provider's inbox")?;
+            let seen = self.provider_seen.clone();
+            self.raw_provider = Some(tokio::spawn(async move {
+                let _link = t;
+                while let Some(d) = inbox.next().await {
+                    seen.last_ns.fetch_max(now_ns(), Ordering::Relaxed);
+                    seen.count.fetch_add(1, Ordering::Relaxed);
+                    let _ = d.ack().await;
+                }
+            }));
+        } else {
+            self.start_provider(fx, flow, namespace).await?;
+        }
+        self.start_consumer(fx, namespace).await
+    }
+
+    async fn start_provider(
+        &mut self,
+        fx: &Fixture,
+        flow: &Flow,
+        namespace: &str,
+    ) -> anyhow::Result<()> {
         let seen = self.provider_seen.clone();
         let schema = flow.service.reply_schema.clone();
         let payload = flow.reply_payload.clone();
@@ -1173,7 +1225,10 @@ impl ExchangeRig {
         .context("connecting the provider's adapter")?;
         drain_events(&provider);
         self.provider = Some(provider);
+        Ok(())
+    }
 
+    async fn start_consumer(&mut self, fx: &Fixture, namespace: &str) -> anyhow::Result<()> {
         let config = AdapterConfig::new(
             fx.consumer.clone(),
             fx.trust.clone(),
@@ -1210,6 +1265,9 @@ impl ExchangeRig {
         }
         if let Some(p) = self.provider.take() {
             let _ = tokio::time::timeout(STEP, p.shutdown()).await;
+        }
+        if let Some(raw) = self.raw_provider.take() {
+            raw.abort();
         }
         if let Some(b) = self.broker.take() {
             let _ = tokio::time::timeout(STEP, b.stop()).await;
@@ -1257,6 +1315,57 @@ struct ExchangeRun {
     disk_bytes: u64,
     cpu: CpuUse,
     broker_times: BrokerTimes,
+}
+
+/// One one-way throughput run: first send → the provider's inbox consumer
+/// took the `n`th request (the relay's topology: two queues, a final
+/// consumer that acks). Returns that time.
+async fn one_way_run(fx: &Fixture, s: &Settings) -> anyhow::Result<Duration> {
+    let rig = ExchangeRig::start_with(fx, &fx.throughput, false).await?;
+    let result = one_way_measure(&rig, fx, s).await;
+    rig.stop(fx).await;
+    result
+}
+
+async fn one_way_measure(
+    rig: &ExchangeRig,
+    fx: &Fixture,
+    s: &Settings,
+) -> anyhow::Result<Duration> {
+    let consumer = rig.consumer()?;
+    let slots = Arc::new(Semaphore::new(s.concurrency));
+    let start_ns = now_ns();
+    let mut tasks = JoinSet::new();
+    for _ in 0..s.n {
+        let permit = slots.clone().acquire_owned().await?;
+        let adapter = consumer.clone();
+        let req = fx.request(&fx.throughput);
+        tasks.spawn(async move {
+            let sent = adapter.send_request(req).await;
+            drop(permit);
+            sent.map(drop).map_err(|e| e.to_string())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r?.map_err(|e| anyhow::anyhow!("send_request: {e}"))?;
+    }
+    let limit = Instant::now() + REPLY_LIMIT;
+    while rig.provider_seen.count.load(Ordering::Relaxed) < s.n as u64 {
+        if Instant::now() > limit {
+            bail!(
+                "one way: {} of {} requests reached the provider's inbox",
+                rig.provider_seen.count.load(Ordering::Relaxed),
+                s.n
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(Duration::from_nanos(
+        rig.provider_seen
+            .last_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(start_ns),
+    ))
 }
 
 async fn exchange_run(fx: &Fixture, s: &Settings) -> anyhow::Result<ExchangeRun> {
@@ -1678,6 +1787,7 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
     let mut ok = true;
     let mut relay_runs = Vec::new();
     let mut exchange_runs = Vec::new();
+    let mut one_way_runs: Vec<Duration> = Vec::new();
     if s.relay || s.exchange {
         for run in 1..=s.runs {
             if s.relay {
@@ -1691,9 +1801,35 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
                 ok &= r.replies == s.n as u64 && r.failed == 0 && r.handled == s.n as u64;
                 print_exchange_run(run, s.n, &r);
                 exchange_runs.push(r);
+                let t = one_way_run(&fx, s).await?;
+                println!(
+                    "[one-way run {run}] {} requests into the provider's inbox (a plain consumer acks them, no reply) in {:.2} s = {:.0} requests/s",
+                    s.n,
+                    t.as_secs_f64(),
+                    rate(s.n, t)
+                );
+                one_way_runs.push(t);
             }
         }
         summary_throughput(s, envelope, &relay_runs, &exchange_runs);
+        if !one_way_runs.is_empty() {
+            let one_way = median(one_way_runs.iter().map(|t| rate(s.n, *t)).collect());
+            println!(
+                "  {:<44} {:>10.0} {:>9.2}",
+                "exchange one way: requests → provider's inbox",
+                one_way,
+                median(one_way_runs.iter().map(|t| t.as_secs_f64()).collect())
+            );
+            if !relay_runs.is_empty() {
+                let ratio =
+                    one_way / median(relay_runs.iter().map(|r| rate(s.n, r.delivered)).collect());
+                println!(
+                    "  exchange one way / relay = {:.0}% (the like-for-like ratio: both two queues and a final consumer that acks; target ≥ 70%: {})",
+                    ratio * 100.0,
+                    if ratio >= 0.7 { "met" } else { "MISSED" }
+                );
+            }
+        }
     }
 
     let mut latency = Vec::new();

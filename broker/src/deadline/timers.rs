@@ -21,6 +21,17 @@ pub async fn fire_due(ctx: &Arc<Context>) -> usize {
     let mut fired = 0;
     loop {
         let now_ms = ctx.clock.now().timestamp_millis();
+        // A read first: arming a timer wakes this task after every batch,
+        // and a write transaction (an fsync, and the write lock the
+        // pipeline needs) for nothing due would cost each of them.
+        match ctx.store.next_timer() {
+            Ok(Some(due)) if due <= now_ms => {}
+            Ok(_) => return fired,
+            Err(e) => {
+                tracing::error!(error = %e, "deadline timers: cannot read the next one");
+                return fired;
+            }
+        }
         let c = ctx.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut sla = Vec::new();
