@@ -69,7 +69,10 @@ async fn a_certificate_revoked_in_the_crl_file_is_refused_without_a_restart() {
 
     // The operator's CRL job writes a new file naming it; the broker keeps running.
     let serial = serial_of(&second.certificate_chain[0]).unwrap();
-    write_crl(&crl_file, &ex.pki.crl_der(std::slice::from_ref(&serial)).unwrap());
+    write_crl(
+        &crl_file,
+        &ex.pki.crl_der(std::slice::from_ref(&serial)).unwrap(),
+    );
     let started = Instant::now();
     let refused = loop {
         let (r, _) = send_signed_by(&ex, &cast, &second).await;
