@@ -20,14 +20,12 @@
 use mev_adapter::message::{Applicant, Attachment, Classification, Official, RequestedDocument};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::{Adapter, AdapterConfig, IncomingRequest, NoHandler, OutgoingRequest, ReplyBody};
-use mev_broker::metrics::Counters;
 use mev_broker::pipeline::{Batching, Context};
 use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
 use mev_broker::server::Broker;
 use mev_broker::store::Store;
 use mev_proto::crypto::{RingVerifier, SignatureVerifier};
-use mev_proto::envelope::Limits;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,18 +90,13 @@ async fn exchange(
 
     // The exchange itself (normally a separate process: `mev broker`).
     let ctx = Arc::new(Context {
-        register: register.clone(),
-        trust: trust.clone(),
         verifier: verifier.clone(),
-        identity: pki.issue(BROKER_ID, KeyAlg::Ed25519)?,
-        store: Arc::new(Store::in_memory()?),
-        limits: Limits::default(),
-        max_clock_skew: None,
-        max_message_age: None,
-        rate_limit: None,
-        counters: Arc::new(Counters::default()),
-        clock: mev_broker::clock::Clock::system(),
-        at_risk_fraction: Some(0.8),
+        ..Context::new(
+            register.clone(),
+            trust.clone(),
+            pki.issue(BROKER_ID, KeyAlg::Ed25519)?,
+            Arc::new(Store::in_memory()?),
+        )
     });
     let batching = Batching {
         batch_size: 64,

@@ -11,14 +11,11 @@
 //! own and not what filling the store left behind.
 
 use mev_adapter::transport::embedded::Embedded;
-use mev_broker::clock::Clock;
-use mev_broker::metrics::Counters;
 use mev_broker::pipeline::{Batching, Context};
 use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
 use mev_broker::server::Broker;
 use mev_broker::store::{OpenRequest, Store, TimerKind};
-use mev_proto::crypto::RingVerifier;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,20 +120,7 @@ fn restart(dir: &Path) {
         let started = Instant::now();
         let store = Arc::new(Store::open(dir).expect("store"));
         let opened = started.elapsed();
-        let ctx = Arc::new(Context {
-            register,
-            trust,
-            verifier: Arc::new(RingVerifier::new()),
-            identity,
-            store: store.clone(),
-            limits: Default::default(),
-            max_clock_skew: None,
-            max_message_age: None,
-            rate_limit: None,
-            counters: Arc::new(Counters::default()),
-            clock: Clock::system(),
-            at_risk_fraction: Some(0.8),
-        });
+        let ctx = Arc::new(Context::new(register, trust, identity, store.clone()));
         let transport = Embedded::new("bench");
         let batching = Batching {
             batch_size: 256,

@@ -4,7 +4,6 @@
 //! reply kind plus a few deliberately bad messages, and prints a summary.
 //! Exits 0 only if nothing was lost.
 
-use crate::metrics::Counters;
 use crate::pipeline::{Batching, Context};
 use crate::pki::{DevPki, KeyAlg};
 use crate::register::{Register, Service};
@@ -19,7 +18,6 @@ use mev_adapter::{
     Adapter, AdapterConfig, AdapterError, IncomingRequest, OutgoingRequest, ReplyBody,
 };
 use mev_proto::crypto::RingVerifier;
-use mev_proto::envelope::Limits;
 use mev_proto::pb::{Header, Kind};
 use mev_proto::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
@@ -247,20 +245,14 @@ async fn run_over<T: Transport>(
         None => Store::in_memory().context("in-memory store")?,
     };
     let ctx = Arc::new(Context {
-        register: register.clone(),
-        trust: trust.clone(),
         verifier: verifier.clone(),
-        identity: pki
-            .issue(BROKER_ID, KeyAlg::Ed25519)
-            .context("broker certificate")?,
-        store: Arc::new(store),
-        limits: Limits::default(),
-        max_clock_skew: None,
-        max_message_age: None,
-        rate_limit: None,
-        counters: Arc::new(Counters::default()),
-        clock: crate::clock::Clock::system(),
-        at_risk_fraction: Some(0.8),
+        ..Context::new(
+            register.clone(),
+            trust.clone(),
+            pki.issue(BROKER_ID, KeyAlg::Ed25519)
+                .context("broker certificate")?,
+            Arc::new(store),
+        )
     });
     let batching = Batching {
         batch_size: 256,

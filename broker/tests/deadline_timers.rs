@@ -238,18 +238,9 @@ async fn start_broker(
     counters: Arc<Counters>,
 ) -> BrokerHandle {
     let ctx = Arc::new(Context {
-        register: register.clone(),
-        trust: trust.clone(),
-        verifier: Arc::new(RingVerifier::new()),
-        identity: identity.clone(),
-        store,
-        limits: Default::default(),
-        max_clock_skew: None,
-        max_message_age: None,
-        rate_limit: None,
         counters,
         clock: clock.clone(),
-        at_risk_fraction: Some(0.8),
+        ..Context::new(register.clone(), trust.clone(), identity.clone(), store)
     });
     let batching = Batching {
         batch_size: 32,

@@ -1126,19 +1126,16 @@ impl ExchangeRig {
     ) -> anyhow::Result<()> {
         let store = Store::open(&self.dir.path().join("broker")).context("the broker's store")?;
         let ctx = Arc::new(Context {
-            register: fx.register.clone(),
-            trust: fx.trust.clone(),
             verifier: fx.verifier.clone(),
-            identity: fx.broker.clone(),
-            store: Arc::new(store),
-            limits: Limits::default(),
-            max_clock_skew: None,
             // As `mev broker` sets it: the dedup window (30 days by default).
             max_message_age: Some(chrono::TimeDelta::days(30)),
-            rate_limit: None,
             counters: self.counters.clone(),
-            clock: mev_broker::clock::Clock::system(),
-            at_risk_fraction: Some(0.8),
+            ..Context::new(
+                fx.register.clone(),
+                fx.trust.clone(),
+                fx.broker.clone(),
+                Arc::new(store),
+            )
         });
         let batching = default_batching();
         let broker = Broker::new(

@@ -26,7 +26,6 @@ use mev_broker::register::{Register, Service};
 use mev_broker::server::{Broker, BrokerHandle};
 use mev_broker::store::Store;
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
-use mev_proto::envelope::Limits;
 use mev_proto::pb::{self, Header, Kind};
 use mev_proto::trust::TrustStore;
 use mev_proto::ErrorCode;
@@ -322,21 +321,17 @@ impl Exchange {
             crl_refresh,
         };
         let ctx = Arc::new(Context {
-            register: register.clone(),
-            trust: trust.clone(),
             verifier: verifier.clone(),
-            identity: ex
-                .pki
-                .issue(BROKER_ID, KeyAlg::Ed25519)
-                .expect("broker certificate"),
-            store: Arc::new(Store::in_memory().expect("in-memory store")),
-            limits: Limits::default(),
-            max_clock_skew: None,
-            max_message_age: None,
             rate_limit: setup.rate_limit,
             counters,
-            clock: mev_broker::clock::Clock::system(),
-            at_risk_fraction: Some(0.8),
+            ..Context::new(
+                register.clone(),
+                trust.clone(),
+                ex.pki
+                    .issue(BROKER_ID, KeyAlg::Ed25519)
+                    .expect("broker certificate"),
+                Arc::new(Store::in_memory().expect("in-memory store")),
+            )
         });
         let batching = Batching {
             batch_size: 64,

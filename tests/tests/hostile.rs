@@ -1124,18 +1124,18 @@ impl Skewed {
         let store = Arc::new(Store::in_memory().unwrap());
         let counters = Arc::new(Counters::default());
         let ctx = Arc::new(Context {
-            register: register.clone(),
-            trust: trust.clone(),
             verifier: verifier.clone(),
-            identity: pki.issue(BROKER_ID, KeyAlg::Ed25519).unwrap(),
-            store: store.clone(),
-            limits: Limits::default(),
             max_clock_skew: Some(SKEW),
             max_message_age: Some(TimeDelta::days(30)),
-            rate_limit: None,
             counters: counters.clone(),
             clock,
             at_risk_fraction: None,
+            ..Context::new(
+                register.clone(),
+                trust.clone(),
+                pki.issue(BROKER_ID, KeyAlg::Ed25519).unwrap(),
+                store.clone(),
+            )
         });
         let batching = Batching {
             batch_size: 64,

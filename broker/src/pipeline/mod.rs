@@ -57,6 +57,35 @@ pub struct Context {
     pub at_risk_fraction: Option<f64>,
 }
 
+impl Context {
+    /// A context with the defaults `mev broker` starts from: the ring
+    /// verifier, default limits, no clock-skew, age or rate limits, fresh
+    /// counters, the system clock, at-risk warnings at 0.8 of the allowed
+    /// time. Override fields with struct update syntax:
+    /// `Context { clock, ..Context::new(register, trust, identity, store) }`.
+    pub fn new(
+        register: Arc<Register>,
+        trust: Arc<TrustStore>,
+        identity: Identity,
+        store: Arc<Store>,
+    ) -> Context {
+        Context {
+            register,
+            trust,
+            verifier: Arc::new(mev_proto::crypto::RingVerifier::new()),
+            identity,
+            store,
+            limits: Limits::default(),
+            max_clock_skew: None,
+            max_message_age: None,
+            rate_limit: None,
+            counters: Arc::new(Counters::default()),
+            clock: crate::clock::Clock::system(),
+            at_risk_fraction: Some(0.8),
+        }
+    }
+}
+
 /// A batch closes once its bodies add up to this many bytes, whatever
 /// `batch_size` says, so that a stream of large messages cannot make one
 /// batch (and the copies decoding makes of it) hold gigabytes.
