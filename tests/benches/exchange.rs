@@ -167,18 +167,7 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> anyhow::Result<Settings> {
-        fn num(name: &str, default: usize) -> anyhow::Result<usize> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .trim()
-                    .replace('_', "")
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("{name}={v} is not a positive number")),
-                Err(_) => Ok(default),
-            }
-        }
+        use mev_tests::env_count as num;
         const PARTS: [&str; 4] = ["relay", "exchange", "latency", "crypto"];
         let parts = std::env::var("MEV_BENCH_PARTS")
             .unwrap_or_else(|_| "relay,exchange,latency,crypto".into());
@@ -1314,6 +1303,39 @@ struct ExchangeRun {
     broker_times: BrokerTimes,
 }
 
+/// Sends `s.n` requests of the throughput flow, `s.concurrency` at once
+/// (each `send_request` returns once the request is in the outbox on disk).
+/// Each task yields when its reply came (`wait_reply`) or when its send
+/// returned (ns). The semaphore is free again once every send returned.
+async fn send_requests(
+    consumer: &Arc<Adapter<Amqp>>,
+    fx: &Fixture,
+    s: &Settings,
+    wait_reply: bool,
+) -> anyhow::Result<(JoinSet<Result<u64, String>>, Arc<Semaphore>)> {
+    let slots = Arc::new(Semaphore::new(s.concurrency));
+    let mut tasks = JoinSet::new();
+    for _ in 0..s.n {
+        let permit = slots.clone().acquire_owned().await?;
+        let adapter = consumer.clone();
+        let req = fx.request(&fx.throughput);
+        tasks.spawn(async move {
+            let sent = adapter.send_request(req).await;
+            drop(permit);
+            let handle = sent.map_err(|e| format!("send_request: {e}"))?;
+            if !wait_reply {
+                return Ok(now_ns());
+            }
+            match tokio::time::timeout(REPLY_LIMIT, handle.reply()).await {
+                Ok(Ok(_)) => Ok(now_ns()),
+                Ok(Err(e)) => Err(format!("reply: {e}")),
+                Err(_) => Err(format!("no reply within {REPLY_LIMIT:?}")),
+            }
+        });
+    }
+    Ok((tasks, slots))
+}
+
 /// One one-way throughput run: first send → the provider's inbox consumer
 /// took the `n`th request (the relay's topology: two queues, a final
 /// consumer that acks). Returns that time.
@@ -1330,21 +1352,10 @@ async fn one_way_measure(
     s: &Settings,
 ) -> anyhow::Result<Duration> {
     let consumer = rig.consumer()?;
-    let slots = Arc::new(Semaphore::new(s.concurrency));
     let start_ns = now_ns();
-    let mut tasks = JoinSet::new();
-    for _ in 0..s.n {
-        let permit = slots.clone().acquire_owned().await?;
-        let adapter = consumer.clone();
-        let req = fx.request(&fx.throughput);
-        tasks.spawn(async move {
-            let sent = adapter.send_request(req).await;
-            drop(permit);
-            sent.map(drop).map_err(|e| e.to_string())
-        });
-    }
+    let (mut tasks, _) = send_requests(&consumer, fx, s, false).await?;
     while let Some(r) = tasks.join_next().await {
-        r?.map_err(|e| anyhow::anyhow!("send_request: {e}"))?;
+        r?.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let limit = Instant::now() + REPLY_LIMIT;
     while rig.provider_seen.count.load(Ordering::Relaxed) < s.n as u64 {
@@ -1378,28 +1389,12 @@ async fn exchange_measure(
     s: &Settings,
 ) -> anyhow::Result<ExchangeRun> {
     let consumer = rig.consumer()?;
-    let slots = Arc::new(Semaphore::new(s.concurrency));
     let routing = rig.counters.routing.snapshot();
     let reply = rig.counters.reply.snapshot();
     let cpu = Cpu::now();
     let start = Instant::now();
     let start_ns = now_ns();
-    let mut tasks = JoinSet::new();
-    for _ in 0..s.n {
-        let permit = slots.clone().acquire_owned().await?;
-        let adapter = consumer.clone();
-        let req = fx.request(&fx.throughput);
-        tasks.spawn(async move {
-            let sent = adapter.send_request(req).await;
-            drop(permit);
-            let handle = sent.map_err(|e| format!("send_request: {e}"))?;
-            match tokio::time::timeout(REPLY_LIMIT, handle.reply()).await {
-                Ok(Ok(_)) => Ok(now_ns()),
-                Ok(Err(e)) => Err(format!("reply: {e}")),
-                Err(_) => Err(format!("no reply within {REPLY_LIMIT:?}")),
-            }
-        });
-    }
+    let (mut tasks, slots) = send_requests(&consumer, fx, s, true).await?;
     let all = slots.acquire_many(s.concurrency as u32).await?;
     let send = start.elapsed();
     drop(all);

@@ -68,18 +68,7 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> anyhow::Result<Settings> {
-        fn num(name: &str, default: usize) -> anyhow::Result<usize> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .trim()
-                    .replace('_', "")
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("{name}={v} is not a positive number")),
-                Err(_) => Ok(default),
-            }
-        }
+        use mev_tests::env_count as num;
         let parts = std::env::var("MEV_BENCH_PARTS").unwrap_or_else(|_| "adapter,broker".into());
         let parts: Vec<String> = parts.split(',').map(|p| p.trim().to_lowercase()).collect();
         if let Some(p) = parts

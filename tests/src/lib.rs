@@ -46,6 +46,22 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The exchange's id in its certificate.
 pub const BROKER_ID: &str = "MEV-EXCHANGE";
 
+/// A positive count from the environment variable `name` (`_` allowed as a
+/// digit separator), or `default` when it is unset: the benches' settings.
+pub fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("{name}={v} is not a positive number")),
+        Err(_) => Ok(default),
+    }
+}
+
 /// The RabbitMQ to test against: `AMQP_URL`, or the local default.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
