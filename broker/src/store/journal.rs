@@ -1,0 +1,197 @@
+//! The journal's half of the store: its head and checkpoints, reading and
+//! sealing entries, and appending them inside a write transaction.
+
+use super::*;
+
+impl Store {
+    /// The journal's size and Merkle root now.
+    pub fn journal_head(&self) -> Result<(u64, Hash), StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let frontier = match meta.get("frontier")? {
+            Some(v) => Frontier::deserialize(v.value())
+                .map_err(|_| StoreError::Journal("the Merkle frontier does not decode".into()))?,
+            None => Frontier::new(),
+        };
+        Ok((frontier.size(), frontier.root()))
+    }
+
+    /// Entries before this one were sealed into segment files (their bodies
+    /// left the live store; their leaf hashes stay).
+    pub fn journal_sealed_upto(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let v = meta
+            .get("sealed_upto")?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(v)
+    }
+
+    /// Removes the bodies of entries `sealed_upto..upto` from the live store
+    /// once a segment file holds them (see [`crate::journal::segment`]).
+    pub fn journal_seal(&self, upto: u64) -> Result<(), StoreError> {
+        let from = self.journal_sealed_upto()?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut journal = tx.open_table(JOURNAL)?;
+            for seq in from..upto {
+                journal.remove(seq)?;
+            }
+            let mut meta = tx.open_table(META)?;
+            meta.insert("sealed_upto", upto.to_be_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Keeps a signed checkpoint (JSON) of the tree at `size`.
+    pub fn put_checkpoint(&self, size: u64, checkpoint: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(CHECKPOINTS)?.insert(size, checkpoint)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every checkpoint, by tree size.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CHECKPOINTS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with each journal entry from `from` on, in order, until it
+    /// returns false: (sequence, stored bytes, stored leaf hash).
+    pub fn journal_scan(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, &[u8], Option<Hash>) -> bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let journal = tx.open_table(JOURNAL)?;
+        let leaves = tx.open_table(LEAVES)?;
+        for item in journal.range(from..)? {
+            let (k, v) = item?;
+            let leaf = leaves
+                .get(k.value())?
+                .and_then(|l| <[u8; 32]>::try_from(l.value()).ok());
+            if !f(k.value(), v.value(), leaf) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored leaf hashes of entries `0..size`, in order (for proofs).
+    pub fn journal_leaves(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(LEAVES)?;
+        let mut out = Vec::with_capacity(size as usize);
+        for item in t.range(0..size)? {
+            let (_, v) = item?;
+            out.push(
+                <[u8; 32]>::try_from(v.value())
+                    .map_err(|_| StoreError::Journal("a leaf hash is not 32 bytes".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The sequences of the entries about message `id` (as its id or as the
+    /// request it answers).
+    pub fn journal_about(&self, id: &str) -> Result<Vec<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BY_MESSAGE)?;
+        let mut out = Vec::new();
+        for item in t.range((id, 0u64)..=(id, u64::MAX))? {
+            let (k, _) = item?;
+            out.push(k.value().1);
+        }
+        Ok(out)
+    }
+
+    /// One journal entry's stored bytes.
+    pub fn journal_entry(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(JOURNAL)?;
+        let v = t.get(seq)?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    /// Forensics and tamper tests only — what someone with write access to
+    /// the disk could do; the broker never calls it: overwrites (or, with
+    /// `None`, deletes) a journal entry's stored bytes, leaving everything
+    /// else as it is.
+    pub fn tamper_journal_entry(&self, seq: u64, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(JOURNAL)?;
+            match bytes {
+                Some(b) => {
+                    t.insert(seq, b)?;
+                }
+                None => {
+                    t.remove(seq)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Txn<'_> {
+    /// Appends an event to the journal (with no envelope).
+    pub fn record(&mut self, event: &Event) -> Result<u64, StoreError> {
+        self.record_with(event, &[])
+    }
+
+    /// Appends an event to the journal with the signed envelope it is about,
+    /// kept byte for byte so its signature can be checked years later.
+    pub fn record_with(&mut self, event: &Event, envelope: &[u8]) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        let at = chrono::DateTime::from_timestamp_millis(event.at_ms).unwrap_or_default();
+        let local = |agency: &str| match self.zones.and_then(|z| z.get(agency)) {
+            Some(tz) => at
+                .with_timezone(tz)
+                .format(&format!("%Y-%m-%d %H:%M:%S%.3f %:z ({})", tz.name()))
+                .to_string(),
+            None => String::new(),
+        };
+        let entry = Entry {
+            head: Head {
+                seq,
+                prev: self.last_leaf.as_ref().map(to_hex).unwrap_or_default(),
+                at_utc: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                sender_local: local(&event.sender),
+                recipient_local: local(&event.recipient),
+                event: event.clone(),
+                envelope_sha256: if envelope.is_empty() {
+                    String::new()
+                } else {
+                    to_hex(&mev_proto::envelope::sha256(envelope))
+                },
+            },
+            envelope: envelope.to_vec(),
+        };
+        let bytes = entry.encode()?;
+        let leaf = leaf_of(&bytes);
+        self.journal.insert(seq, bytes.as_slice())?;
+        self.leaves.insert(seq, leaf.as_slice())?;
+        for id in [&event.message_id, &event.in_reply_to] {
+            if !id.is_empty() {
+                self.by_message.insert((id.as_str(), seq), ())?;
+            }
+        }
+        self.frontier.push(leaf);
+        self.last_leaf = Some(leaf);
+        self.appended = true;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+}

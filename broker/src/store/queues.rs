@@ -1,0 +1,161 @@
+//! The store's queues: the outbox (what is waiting to be published, in
+//! order) and the deadline timers (ordered by due time), with the signals
+//! that wake their tasks.
+
+use super::*;
+
+impl Store {
+    /// Resolves after a commit that armed a timer.
+    pub async fn timers_changed(&self) {
+        self.timer_signal.notified().await
+    }
+
+    /// Wakes whoever waits in [`Store::timers_changed`] (a clock moved).
+    pub fn poke_timers(&self) {
+        self.timer_signal.notify_one();
+    }
+
+    /// When the nearest timer is due (UTC ms), if any is armed.
+    pub fn next_timer(&self) -> Result<Option<i64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TIMERS)?;
+        let first = t.first()?.map(|(k, _)| k.value().0);
+        Ok(first)
+    }
+
+    /// Armed timers.
+    pub fn timers_len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(TIMERS)?.len()?)
+    }
+
+    /// Messages in the outbox, not yet confirmed by the message broker.
+    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(OUTBOX)?.len()?)
+    }
+
+    /// Resolves after a commit that put something in the outbox (or at once
+    /// if one happened since the last wait).
+    pub async fn outbox_changed(&self) {
+        self.outbox_signal.notified().await
+    }
+
+    /// Up to `take` outbox entries in order, with their envelopes, among the
+    /// first `scan` entries, skipping those `skip` says to (recipients in
+    /// back-off). Entries whose envelope is missing are returned with `None`.
+    #[allow(clippy::type_complexity)]
+    pub fn outbox_next(
+        &self,
+        scan: usize,
+        take: usize,
+        skip: impl Fn(&OutboxEntry) -> bool,
+    ) -> Result<Vec<(u64, OutboxEntry, Option<Vec<u8>>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let outbox = tx.open_table(OUTBOX)?;
+        let envelopes = tx.open_table(ENVELOPES)?;
+        let mut out = Vec::new();
+        for item in outbox.iter()?.take(scan) {
+            let (k, v) = item?;
+            let entry: OutboxEntry = serde_json::from_slice(v.value())?;
+            if skip(&entry) {
+                continue;
+            }
+            let body = envelopes
+                .get(entry.message_id.as_str())?
+                .map(|b| b.value().to_vec());
+            out.push((k.value(), entry, body));
+            if out.len() >= take {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered entries from the outbox and journals the
+    /// deliveries, in one transaction that is not fsynced on its own: the
+    /// next durable commit (the pipeline's next batch, a checkpoint, the
+    /// final checkpoint at stop) carries it to disk. A crash before that
+    /// loses the removals and their `Delivered` events together, so the
+    /// entries are published again, receivers drop the copies by id, and
+    /// the deliveries are journalled then: nothing is confirmed that is not
+    /// durable, and the journal never says delivered for what it may send again.
+    pub fn outbox_remove(&self, seqs: &[u64], delivered: &[Event]) -> Result<(), StoreError> {
+        if seqs.is_empty() && delivered.is_empty() {
+            return Ok(());
+        }
+        self.write_lazy(|t| {
+            for s in seqs {
+                t.outbox.remove(s)?;
+            }
+            for e in delivered {
+                t.record(e)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Txn<'_> {
+    /// Arms a timer for `request_id`, due at `due_ms`.
+    pub fn arm(
+        &mut self,
+        due_ms: i64,
+        request_id: &str,
+        kind: TimerKind,
+    ) -> Result<(), StoreError> {
+        self.timers.insert((due_ms, request_id, kind as u8), ())?;
+        self.armed = true;
+        Ok(())
+    }
+
+    /// Disarms a timer (no harm if it already fired).
+    pub fn disarm(
+        &mut self,
+        due_ms: i64,
+        request_id: &str,
+        kind: TimerKind,
+    ) -> Result<(), StoreError> {
+        self.timers.remove((due_ms, request_id, kind as u8))?;
+        Ok(())
+    }
+
+    /// Takes up to `limit` timers due at or before `now_ms`, nearest first,
+    /// disarming them: the caller acts on them in this same transaction.
+    pub fn take_due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let due: Vec<(i64, String, u8)> = self
+            .timers
+            .range::<(i64, &str, u8)>(..(now_ms.saturating_add(1), "", 0))?
+            .take(limit)
+            .map(|item| {
+                item.map(|(k, _)| {
+                    let (at, id, kind) = k.value();
+                    (at, id.to_string(), kind)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(due.len());
+        for (at, id, kind) in due {
+            self.timers.remove((at, id.as_str(), kind))?;
+            if let Some(kind) = TimerKind::from_byte(kind) {
+                out.push(Timer {
+                    due_ms: at,
+                    request_id: id,
+                    kind,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts the envelope kept under `entry.message_id` in the outbox; it is
+    /// published after this transaction commits, and retried until confirmed.
+    pub fn enqueue(&mut self, entry: &OutboxEntry) -> Result<u64, StoreError> {
+        let seq = self.next_outbox;
+        let bytes = serde_json::to_vec(entry)?;
+        self.outbox.insert(seq, bytes.as_slice())?;
+        self.next_outbox += 1;
+        self.enqueued = true;
+        Ok(seq)
+    }
+}
