@@ -64,8 +64,9 @@
 //! Settings (environment): `MEV_BENCH_N` (messages per throughput run,
 //! default 20000), `MEV_BENCH_RUNS` (throughput runs of each side, default
 //! 3; medians are reported), `MEV_BENCH_SECS` (seconds per latency step,
-//! default 20), `MEV_BENCH_PARTS` (`relay`, `exchange`, `latency`, `crypto`,
-//! comma separated; default all), `MEV_BENCH_CONCURRENCY` (concurrent
+//! default 20), `MEV_BENCH_PARTS` (`relay`, `exchange`, `oneway`, `latency`,
+//! `crypto`, comma separated; default all but `oneway`, which `exchange`
+//! includes: the one-way runs alone), `MEV_BENCH_CONCURRENCY` (concurrent
 //! `send_request` calls, default 256), `MEV_BENCH_WINDOW` (the relay
 //! publisher's confirms in flight, default 512), `MEV_BENCH_BYTES` (target
 //! envelope size, default 2048), `MEV_BENCH_RATE` (the maximum round-trip
@@ -161,6 +162,8 @@ struct Settings {
     rate: Option<f64>,
     relay: bool,
     exchange: bool,
+    /// The one-way runs alone (`exchange` runs them after each replied run).
+    oneway: bool,
     latency: bool,
     crypto: bool,
 }
@@ -168,7 +171,7 @@ struct Settings {
 impl Settings {
     fn from_env() -> anyhow::Result<Settings> {
         use mev_tests::env_count as num;
-        const PARTS: [&str; 4] = ["relay", "exchange", "latency", "crypto"];
+        const PARTS: [&str; 5] = ["relay", "exchange", "oneway", "latency", "crypto"];
         let parts = std::env::var("MEV_BENCH_PARTS")
             .unwrap_or_else(|_| "relay,exchange,latency,crypto".into());
         let parts: Vec<String> = parts
@@ -200,6 +203,7 @@ impl Settings {
             rate,
             relay: has("relay"),
             exchange: has("exchange"),
+            oneway: has("oneway") || has("exchange"),
             latency: has("latency"),
             crypto: has("crypto"),
         })
@@ -1339,7 +1343,7 @@ async fn send_requests(
 /// One one-way throughput run: first send → the provider's inbox consumer
 /// took the `n`th request (the relay's topology: two queues, a final
 /// consumer that acks). Returns that time.
-async fn one_way_run(fx: &Fixture, s: &Settings) -> anyhow::Result<Duration> {
+async fn one_way_run(fx: &Fixture, s: &Settings) -> anyhow::Result<(Duration, CpuUse)> {
     let rig = ExchangeRig::start_with(fx, &fx.throughput, false).await?;
     let result = one_way_measure(&rig, fx, s).await;
     rig.stop(fx).await;
@@ -1350,8 +1354,9 @@ async fn one_way_measure(
     rig: &ExchangeRig,
     fx: &Fixture,
     s: &Settings,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, CpuUse)> {
     let consumer = rig.consumer()?;
+    let cpu = Cpu::now();
     let start_ns = now_ns();
     let (mut tasks, _) = send_requests(&consumer, fx, s, false).await?;
     while let Some(r) = tasks.join_next().await {
@@ -1368,11 +1373,14 @@ async fn one_way_measure(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(Duration::from_nanos(
-        rig.provider_seen
-            .last_ns
-            .load(Ordering::Relaxed)
-            .saturating_sub(start_ns),
+    Ok((
+        Duration::from_nanos(
+            rig.provider_seen
+                .last_ns
+                .load(Ordering::Relaxed)
+                .saturating_sub(start_ns),
+        ),
+        Cpu::now().since(&cpu),
     ))
 }
 
@@ -1780,7 +1788,7 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
     let mut relay_runs = Vec::new();
     let mut exchange_runs = Vec::new();
     let mut one_way_runs: Vec<Duration> = Vec::new();
-    if s.relay || s.exchange {
+    if s.relay || s.exchange || s.oneway {
         for run in 1..=s.runs {
             if s.relay {
                 let r = relay_run(s, relay_bytes).await?;
@@ -1793,9 +1801,11 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
                 ok &= r.replies == s.n as u64 && r.failed == 0 && r.handled == s.n as u64;
                 print_exchange_run(run, s.n, &r);
                 exchange_runs.push(r);
-                let t = one_way_run(&fx, s).await?;
+            }
+            if s.oneway {
+                let (t, cpu) = one_way_run(&fx, s).await?;
                 println!(
-                    "[one-way run {run}] {} requests into the provider's inbox (a plain consumer acks them, no reply) in {:.2} s = {:.0} requests/s",
+                    "[one-way run {run}] {} requests into the provider's inbox (a plain consumer acks them, no reply) in {:.2} s = {:.0} requests/s\n  {cpu}",
                     s.n,
                     t.as_secs_f64(),
                     rate(s.n, t)

@@ -9,8 +9,8 @@
 //! again, and receivers drop the duplicates by message id.
 
 use super::{
-    AckHandle, BoxFuture, Consumer, Delivery, Names, Outgoing, QueueDepth, Route, Transport,
-    TransportError,
+    AckHandle, BoxFuture, Confirms, Consumer, Delivery, Names, Outgoing, QueueDepth, Route,
+    Transport, TransportError,
 };
 use futures_util::StreamExt;
 use lapin::options::{
@@ -22,6 +22,7 @@ use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
@@ -381,21 +382,40 @@ impl Amqp {
     }
 }
 
-struct AmqpAck(lapin::Acker);
+/// Numbers each subscription (its own channel), so that a batch of
+/// deliveries can be acked with one `multiple` ack per channel.
+static SUBSCRIPTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-impl AckHandle for AmqpAck {
-    fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+struct AmqpAck {
+    acker: lapin::Acker,
+    subscription: u64,
+}
+
+impl AmqpAck {
+    fn ack_with(&self, multiple: bool) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(timed("acking", STEP_TIMEOUT, async move {
-            self.0
-                .ack(BasicAckOptions::default())
+            self.acker
+                .ack(BasicAckOptions { multiple })
                 .await
                 .map(|_| ())
                 .map_err(map_err)
         }))
     }
+}
+
+impl AckHandle for AmqpAck {
+    fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        self.ack_with(false)
+    }
+    fn subscription(&self) -> Option<u64> {
+        Some(self.subscription)
+    }
+    fn ack_through(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        self.ack_with(true)
+    }
     fn requeue(&self) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(timed("returning a message", STEP_TIMEOUT, async move {
-            self.0
+            self.acker
                 .nack(BasicNackOptions {
                     requeue: true,
                     ..Default::default()
@@ -433,18 +453,20 @@ impl Transport for Amqp {
     }
 
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Vec<Result<(), TransportError>> {
+        self.publish_start(messages).await.await
+    }
+
+    async fn publish_start(&self, messages: Vec<Outgoing>) -> Confirms {
         let n = messages.len();
         let live = match self.live().await {
             Ok(l) => l,
-            Err(e) => return vec![Err(e); n],
+            Err(e) => return Box::pin(std::future::ready(vec![Err(e); n])),
         };
-        let mut pending = Vec::with_capacity(n);
-        let mut broken = false;
-        for m in messages {
-            if broken {
-                pending.push(Err(TransportError::Connection("publish aborted".into())));
-                continue;
-            }
+        // Every publish is started before any is awaited: each registers
+        // its confirm and queues its frames in its first poll, in order on
+        // this task, and the I/O loop then writes them together instead of
+        // one socket write (and one wake-up) per message.
+        let published = futures_util::future::join_all(messages.iter().map(|m| {
             let (exchange, key) = self.address(&m.route);
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
@@ -453,27 +475,27 @@ impl Transport for Amqp {
                 mandatory: true,
                 ..Default::default()
             };
-            let published = timed("publishing", STEP_TIMEOUT, async {
-                live.publisher
+            let publisher = &live.publisher;
+            timed("publishing", STEP_TIMEOUT, async move {
+                publisher
                     .basic_publish(exchange.into(), key.into(), opts, &m.body, props)
                     .await
                     .map_err(map_err)
             })
-            .await;
-            match published {
-                Ok(confirm) => pending.push(Ok((confirm, m.route))),
-                Err(e) => {
-                    broken = true;
-                    pending.push(Err(e));
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(n);
-        for p in pending {
-            out.push(match p {
-                Err(e) => Err(e),
-                Ok((confirm, route)) => {
-                    match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        }))
+        .await;
+        let routes: Vec<Route> = messages.into_iter().map(|m| m.route).collect();
+        let this = self.clone();
+        Box::pin(async move {
+            let mut broken = false;
+            let mut out = Vec::with_capacity(n);
+            for (p, route) in published.into_iter().zip(routes) {
+                out.push(match p {
+                    Err(e) => {
+                        broken = true;
+                        Err(e)
+                    }
+                    Ok(confirm) => match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
                         Err(_) => {
                             broken = true;
                             Err(TransportError::Connection(format!(
@@ -481,28 +503,24 @@ impl Transport for Amqp {
                                 CONFIRM_TIMEOUT.as_secs()
                             )))
                         }
-                        Ok(confirmed) => match confirmed {
-                            Ok(Confirmation::Ack(None)) => Ok(()),
-                            Ok(Confirmation::Ack(Some(_))) => {
-                                Err(TransportError::Unroutable(route))
-                            }
-                            Ok(Confirmation::Nack(_)) => Err(TransportError::Nacked),
-                            Ok(Confirmation::NotRequested) => {
-                                Err(TransportError::Other("publisher confirms are off".into()))
-                            }
-                            Err(e) => {
-                                broken = true;
-                                Err(map_err(e))
-                            }
-                        },
-                    }
-                }
-            });
-        }
-        if broken {
-            self.reset().await;
-        }
-        out
+                        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                        Ok(Ok(Confirmation::Ack(Some(_)))) => Err(TransportError::Unroutable(route)),
+                        Ok(Ok(Confirmation::Nack(_))) => Err(TransportError::Nacked),
+                        Ok(Ok(Confirmation::NotRequested)) => {
+                            Err(TransportError::Other("publisher confirms are off".into()))
+                        }
+                        Ok(Err(e)) => {
+                            broken = true;
+                            Err(map_err(e))
+                        }
+                    },
+                });
+            }
+            if broken {
+                this.reset().await;
+            }
+            out
+        })
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, TransportError> {
@@ -527,6 +545,7 @@ impl Transport for Amqp {
             let mut current = first;
             loop {
                 if let Some((mut stream, channel)) = current.take() {
+                    let subscription = SUBSCRIPTIONS.fetch_add(1, Ordering::Relaxed);
                     loop {
                         // A connection cut at the wrong moment can leave the
                         // stream waiting for ever: check the channel too.
@@ -547,7 +566,10 @@ impl Transport for Amqp {
                                 let delivery = Delivery::new(
                                     d.data,
                                     d.redelivered,
-                                    Box::new(AmqpAck(d.acker)),
+                                    Box::new(AmqpAck {
+                                        acker: d.acker,
+                                        subscription,
+                                    }),
                                 );
                                 if tx.send(delivery).await.is_err() {
                                     return;

@@ -117,6 +117,9 @@ impl TransportError {
     }
 }
 
+/// The confirms of a round of publishes ([`Transport::publish_start`]).
+pub type Confirms = BoxFuture<'static, Vec<Result<(), TransportError>>>;
+
 /// A boxed future, for the ack handles of deliveries.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -126,6 +129,50 @@ pub trait AckHandle: Send + Sync {
     fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>>;
     /// Return the message to the queue for redelivery.
     fn requeue(&self) -> BoxFuture<'_, Result<(), TransportError>>;
+    /// The subscription (AMQP channel) the delivery came on, where the
+    /// transport can acknowledge every earlier delivery of it at once
+    /// ([`AckHandle::ack_through`]); `None` where it cannot.
+    fn subscription(&self) -> Option<u64> {
+        None
+    }
+    /// Acknowledges this delivery and every earlier one of its subscription
+    /// not acknowledged yet (AMQP's `basic.ack` with `multiple`). Called
+    /// only where [`AckHandle::subscription`] is `Some`.
+    fn ack_through(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        self.ack()
+    }
+}
+
+/// Acknowledges every delivery of `batch` with as few frames as the
+/// transport allows: one `multiple` ack per subscription, on its last
+/// delivery in the batch, where the transport supports it, else one each.
+///
+/// The caller must have settled (acked or returned) every delivery its
+/// consumer gave it before the batch's last one of each subscription, but
+/// for those in `batch`: a `multiple` ack covers whatever came before.
+/// On failure returns how many deliveries may be left unacked (they come
+/// back when the channel closes) and the error.
+pub async fn ack_all(batch: &[Delivery]) -> Result<(), (usize, TransportError)> {
+    let mut last: Vec<(u64, usize)> = Vec::new();
+    for (i, d) in batch.iter().enumerate() {
+        match d.acker.subscription() {
+            Some(sub) => match last.iter_mut().find(|(s, _)| *s == sub) {
+                Some(entry) => entry.1 = i,
+                None => last.push((sub, i)),
+            },
+            None => {
+                d.ack().await.map_err(|e| (batch.len() - i, e))?;
+            }
+        }
+    }
+    for (n, (_, i)) in last.iter().enumerate() {
+        batch[*i]
+            .acker
+            .ack_through()
+            .await
+            .map_err(|e| (last.len() - n, e))?;
+    }
+    Ok(())
 }
 
 /// One message taken from a queue; it stays with the consumer until acked.
@@ -213,6 +260,19 @@ pub trait Transport: Clone + Send + Sync + 'static {
         &self,
         queue: &str,
     ) -> impl Future<Output = Result<QueueDepth, TransportError>> + Send;
+    /// Publishes every message and returns their confirms to await later,
+    /// one result per message, in order: a drain keeps several rounds in
+    /// flight instead of waiting out each. Rounds must be started one after
+    /// another (not from concurrent tasks), so that confirms match the
+    /// order RabbitMQ numbers publishes in. By default the whole of
+    /// [`Transport::publish_batch`] runs first.
+    fn publish_start(&self, messages: Vec<Outgoing>) -> impl Future<Output = Confirms> + Send {
+        async move {
+            let results = self.publish_batch(messages).await;
+            let ready: Confirms = Box::pin(std::future::ready(results));
+            ready
+        }
+    }
     /// Publishes one message and awaits its confirm.
     fn publish(
         &self,

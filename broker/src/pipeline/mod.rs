@@ -7,7 +7,8 @@
 //! blocking pool; the whole batch — dedup index, open requests, envelopes,
 //! events, the forwards and the receipts (signed once per sender per batch)
 //! placed in the outbox — is one store transaction (one fsync); only then
-//! are the inputs acked. A crash before the ack redelivers the inputs, which
+//! are the inputs acked, with one AMQP `multiple` ack per channel once every
+//! earlier batch has settled its own ([`AckTurn`]). A crash before the ack redelivers the inputs, which
 //! are recognised by id and only get their receipt again.
 //! Every refusal leaves by one path: a journal event, a signed negative
 //! receipt to the sender where it can be identified, and an ack.
@@ -129,6 +130,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut in_flight = tokio::task::JoinSet::new();
+    let mut earlier = None;
     loop {
         let first = tokio::select! {
             d = ingress.next() => match d { Some(d) => d, None => break },
@@ -156,9 +158,25 @@ pub async fn run(
             }
         }
         let ctx = ctx.clone();
-        in_flight.spawn(async move { process_batch(&ctx, batch).await });
+        let (done, next) = tokio::sync::oneshot::channel();
+        let turn = AckTurn {
+            earlier: earlier.replace(next),
+            done,
+        };
+        in_flight.spawn(async move { process_batch(&ctx, batch, turn).await });
     }
     while in_flight.join_next().await.is_some() {}
+}
+
+/// A batch's place in the order its deliveries were taken. One `multiple`
+/// ack covers every earlier delivery of its channel, so a batch acks that
+/// way only once every earlier batch has settled its own (acked them, or
+/// returned them to the queue). `earlier` resolves to whether everything
+/// before this batch is settled; a batch that failed without settling (a
+/// panic) drops its sender, and from then on batches ack one by one.
+struct AckTurn {
+    earlier: Option<tokio::sync::oneshot::Receiver<bool>>,
+    done: tokio::sync::oneshot::Sender<bool>,
 }
 
 /// Runs one batch through every stage.
@@ -167,7 +185,45 @@ pub async fn run(
 /// into the store transaction, so a batch holds one copy of every message
 /// (plus what decoding extracts from it): a stream of large messages costs
 /// about `batch_size × size`, not a multiple of it.
-pub async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>) {
+async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>, turn: AckTurn) {
+    let recorded = record_batch(ctx, &mut batch).await;
+    let mut settled = recorded || requeue_all(&batch).await;
+    let in_order = match turn.earlier {
+        Some(earlier) => earlier.await.unwrap_or(false),
+        None => true,
+    };
+    if recorded {
+        // Durable now: ack the inputs. Delivery is the outbox's job.
+        let acked = if in_order {
+            mev_adapter::transport::ack_all(&batch).await
+        } else {
+            tracing::warn!("an earlier batch ended without settling its deliveries; acking one by one");
+            ack_each(&batch).await
+        };
+        if let Err((unacked, e)) = acked {
+            // The channel is gone: RabbitMQ returns every unacked delivery to
+            // the queue, so the rest need not wait for their own failure.
+            tracing::warn!(
+                error = %e,
+                unacked,
+                "ack failed; these will be redelivered and deduplicated"
+            );
+        }
+    }
+    settled &= in_order;
+    let _ = turn.done.send(settled);
+}
+
+async fn ack_each(batch: &[Delivery]) -> Result<(), (usize, mev_adapter::transport::TransportError)> {
+    for (i, d) in batch.iter().enumerate() {
+        d.ack().await.map_err(|e| (batch.len() - i, e))?;
+    }
+    Ok(())
+}
+
+/// Checks and records one batch; true once it is durable, false if it must
+/// go back to the queue.
+async fn record_batch(ctx: &Arc<Context>, batch: &mut [Delivery]) -> bool {
     let started = std::time::Instant::now();
     let now = ctx.clock.now();
     crate::journal::init_zones(ctx);
@@ -201,8 +257,7 @@ pub async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>) {
             Ok(v) => checked.extend(v),
             Err(e) => {
                 tracing::error!(error = %e, "verification task failed; batch returned to the queue");
-                requeue_all(&batch).await;
-                return;
+                return false;
             }
         }
     }
@@ -233,39 +288,30 @@ pub async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>) {
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "store write failed; batch returned to the queue");
-                requeue_all(&batch).await;
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::error!(error = %e, "store task failed; batch returned to the queue");
-                requeue_all(&batch).await;
-                return;
+                return false;
             }
         }
     };
 
-    // Durable now: count, and ack the inputs. Delivery is the outbox's job.
     for v in &verdicts {
         count(ctx, v);
     }
-    for (i, d) in batch.iter().enumerate() {
-        if let Err(e) = d.ack().await {
-            // The channel is gone: RabbitMQ returns every unacked delivery to
-            // the queue, so the rest need not wait for their own failure.
-            tracing::warn!(
-                error = %e,
-                unacked = batch.len() - i,
-                "ack failed; these will be redelivered and deduplicated"
-            );
-            break;
-        }
-    }
+    true
 }
 
-async fn requeue_all(batch: &[Delivery]) {
+/// Returns every delivery to the queue; false if some could not be (they
+/// come back anyway when their channel closes, but until then they are
+/// neither acked nor returned).
+async fn requeue_all(batch: &[Delivery]) -> bool {
+    let mut all = true;
     for d in batch {
-        let _ = d.requeue().await;
+        all &= d.requeue().await.is_ok();
     }
+    all
 }
 
 fn count(ctx: &Context, v: &Verdict) {
