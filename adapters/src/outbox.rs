@@ -6,8 +6,9 @@
 //!   handled, dedup marks) and writes every request waiting in its channel in
 //!   ONE durable write transaction (group commit: one fsync for many
 //!   messages), then answers each caller and wakes the drain.
-//! - The **drain** task publishes the outbox in sequence order, up to
-//!   [`BATCH`] messages with their confirms in flight together, removes what
+//! - The **drain** task publishes the outbox in sequence order, in rounds
+//!   of up to [`BATCH`] messages with their confirms in flight together and
+//!   up to [`ROUNDS_IN_FLIGHT`] rounds awaiting confirms at once, removes what
 //!   was confirmed (lazily: losing a removal only re-publishes, and receivers
 //!   drop duplicates by message id), and after a failure (connection down,
 //!   nack, unroutable) waits a capped, jittered exponential [`Backoff`]
@@ -230,7 +231,23 @@ async fn write_group(
     }
 }
 
+/// Rounds of up to [`BATCH`] messages awaiting their confirms at once: the
+/// next round is published while earlier ones wait, so a message written
+/// during a round does not wait for it.
+pub(crate) const ROUNDS_IN_FLIGHT: usize = 4;
+
+/// A round published, awaiting its confirms.
+struct Round {
+    seqs: Vec<u64>,
+    confirms: JoinHandle<Vec<Result<(), crate::transport::TransportError>>>,
+}
+
 /// Publishes the outbox until `stop` is set (or its sender dropped).
+///
+/// Rounds are read from a cursor past the last message taken. After a
+/// failure no new round starts; once those in flight are done the drain
+/// backs off and reads again from the oldest message, so whatever failed
+/// goes out again, in order.
 pub(crate) async fn drain<T: Transport>(
     transport: T,
     parts: DrainParts,
@@ -242,6 +259,9 @@ pub(crate) async fn drain<T: Transport>(
         notify,
     } = parts;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut in_flight: std::collections::VecDeque<Round> = std::collections::VecDeque::new();
+    let mut cursor = 0u64;
+    let mut failed = false;
     // Removals are committed lazily; once the outbox has been quiet for
     // QUIET (and when stopping) one durable commit persists them, so a
     // restart does not re-publish what was long confirmed.
@@ -253,52 +273,82 @@ pub(crate) async fn drain<T: Transport>(
             }
             break;
         }
-        let s = store.clone();
-        let batch = match tokio::task::spawn_blocking(move || s.outbox_batch(BATCH)).await {
-            Ok(Ok(b)) => Some(b),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "reading the outbox failed");
-                None
+        if failed && in_flight.is_empty() {
+            failed = false;
+            cursor = 0;
+            let wait = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reading the outbox panicked");
-                None
-            }
-        };
-        let failed = match batch {
-            None => true,
-            Some(b) if b.is_empty() => {
-                // Woken by the writer after its next commit.
-                let quiet = async {
-                    if unpersisted {
-                        tokio::time::sleep(QUIET).await
-                    } else {
-                        std::future::pending().await
-                    }
-                };
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = stop.changed() => {}
-                    _ = quiet => {
-                        persist(&store).await;
-                        unpersisted = false;
-                    }
-                }
-                continue;
-            }
-            Some(b) => {
-                unpersisted = true;
-                publish(&transport, &store, &depth, b).await
-            }
-        };
-        if !failed {
-            backoff.reset();
             continue;
         }
-        let wait = backoff.next_delay();
+        if !failed && in_flight.len() < ROUNDS_IN_FLIGHT {
+            let s = store.clone();
+            let from = cursor;
+            let batch = match tokio::task::spawn_blocking(move || s.outbox_batch(from, BATCH)).await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reading the outbox failed");
+                    failed = true;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the outbox panicked");
+                    failed = true;
+                    continue;
+                }
+            };
+            if let Some(last) = batch.last() {
+                cursor = last.seq + 1;
+                unpersisted = true;
+                let (seqs, messages): (Vec<u64>, Vec<Outgoing>) =
+                    batch.into_iter().map(|e| (e.seq, e.message)).unzip();
+                let confirms = tokio::spawn(transport.publish_start(messages).await);
+                in_flight.push_back(Round { seqs, confirms });
+                continue;
+            }
+        }
+        let open = !failed && in_flight.len() < ROUNDS_IN_FLIGHT;
+        if let Some(front) = in_flight.front_mut() {
+            let confirmed = tokio::select! {
+                r = &mut front.confirms => Some(r),
+                // Woken by the writer after its next commit.
+                _ = notify.notified(), if open => None,
+                _ = stop.changed() => None,
+            };
+            if let Some(results) = confirmed {
+                let round = in_flight.pop_front().expect("the front round");
+                let results = results.unwrap_or_else(|e| {
+                    let e = crate::transport::TransportError::Connection(format!(
+                        "confirm task failed: {e}"
+                    ));
+                    vec![Err(e); round.seqs.len()]
+                });
+                if settle(&store, &depth, round.seqs, results).await {
+                    failed = true;
+                } else if !failed {
+                    backoff.reset();
+                }
+            }
+            continue;
+        }
+        // Nothing in flight, nothing to publish: wait for the writer.
+        let quiet = async {
+            if unpersisted {
+                tokio::time::sleep(QUIET).await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = notify.notified() => {}
             _ = stop.changed() => {}
+            _ = quiet => {
+                persist(&store).await;
+                unpersisted = false;
+            }
         }
     }
 }
@@ -317,17 +367,14 @@ async fn persist(store: &Arc<Store>) {
     }
 }
 
-/// Publishes one batch and removes what was confirmed; true if any failed.
-async fn publish<T: Transport>(
-    transport: &T,
+/// Removes what a round got confirmed; true if any of it failed.
+async fn settle(
     store: &Arc<Store>,
     depth: &watch::Sender<u64>,
-    batch: Vec<store::Entry>,
+    seqs: Vec<u64>,
+    results: Vec<Result<(), crate::transport::TransportError>>,
 ) -> bool {
-    let (seqs, messages): (Vec<u64>, Vec<Outgoing>) =
-        batch.into_iter().map(|e| (e.seq, e.message)).unzip();
-    let n = messages.len();
-    let results = transport.publish_batch(messages).await;
+    let n = seqs.len();
     let mut confirmed = Vec::with_capacity(n);
     let mut first_error = None;
     let mut failures = 0usize;

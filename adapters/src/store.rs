@@ -164,12 +164,12 @@ impl Store {
         Ok(())
     }
 
-    /// The first `limit` outbox entries, in sequence order.
-    pub(crate) fn outbox_batch(&self, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    /// The first `limit` outbox entries from sequence `from` on, in order.
+    pub(crate) fn outbox_batch(&self, from: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(OUTBOX)?;
         let mut out = Vec::new();
-        for item in t.iter()?.take(limit) {
+        for item in t.range(from..)?.take(limit) {
             let (k, v) = item?;
             let seq = k.value();
             let message = decode(v.value()).ok_or(StoreError::Corrupt(seq))?;
@@ -363,7 +363,7 @@ mod tests {
             s.commit(&ms[..2], &[], 1).unwrap();
             s.commit(&ms[2..], &["req-1".into()], 2).unwrap();
             assert_eq!(s.durable_commits(), 2);
-            let b = s.outbox_batch(3).unwrap();
+            let b = s.outbox_batch(0, 3).unwrap();
             assert_eq!(
                 b.iter()
                     .map(|e| e.message.message_id.as_str())
@@ -381,7 +381,7 @@ mod tests {
         s.commit(&[msg(Route::Ingress, "m5", b"5")], &[], 3)
             .unwrap();
         let ids: Vec<_> = s
-            .outbox_batch(100)
+            .outbox_batch(0, 100)
             .unwrap()
             .into_iter()
             .map(|e| e.message.message_id)

@@ -2,6 +2,13 @@
 //! receipts) and the deadline timers (notices) put in the store, and removes
 //! an entry only once RabbitMQ has confirmed it.
 //!
+//! Publishing is pipelined: up to [`ROUNDS_IN_FLIGHT`] rounds of up to
+//! [`TAKE`] messages await their confirms while the next round is read and
+//! published, so a message committed during a round does not wait for it.
+//! Rounds are read from a cursor past the last entry taken; after a failure,
+//! or whenever nothing is in flight, the next read starts again from the
+//! oldest entry, so whatever failed or was skipped is taken again.
+//!
 //! Whatever cannot be delivered stays on disk and is retried (KZ order §9;
 //! Tatarstan §1.3): an outage or a lost connection backs off every
 //! recipient; a nack (a full inbox with `x-overflow = reject-publish`) or a
@@ -15,15 +22,18 @@ use crate::metrics::Counters;
 use crate::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_adapter::backoff::Backoff;
 use mev_adapter::transport::{Outgoing, Route, Transport, TransportError};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Entries published per round, all confirms in flight together.
+/// Entries published per round at most, their confirms in flight together.
 const TAKE: usize = 512;
+/// Rounds awaiting their confirms at once.
+pub const ROUNDS_IN_FLIGHT: usize = 4;
 /// Entries looked at per round to find `TAKE` whose recipient is not backing off.
 const SCAN: usize = 16 * 1024;
 /// Longest wait between two looks at the store, whatever happens.
@@ -38,6 +48,31 @@ struct Waiting {
     until: Instant,
 }
 
+/// A round published and awaiting its confirms.
+struct Round {
+    sent: Vec<(u64, OutboxEntry)>,
+    /// Entries dropped without publishing (no envelope), to remove.
+    dropped: Vec<u64>,
+    confirms: JoinHandle<Vec<Result<(), TransportError>>>,
+}
+
+/// The drain's state between rounds.
+struct Drain<T> {
+    store: Arc<Store>,
+    transport: T,
+    counters: Arc<Counters>,
+    /// Every recipient backs off after a lost link.
+    global: Option<Waiting>,
+    /// Recipients backing off after a nack or an unroutable message.
+    routes: HashMap<String, Waiting>,
+    in_flight: VecDeque<Round>,
+    /// The next read starts here (past every entry in flight).
+    cursor: u64,
+    /// A round failed: start no new round until those in flight are done,
+    /// then read again from the oldest entry.
+    rescan: bool,
+}
+
 /// Drains the outbox until `shutdown` flips to true.
 pub async fn run<T: Transport>(
     store: Arc<Store>,
@@ -45,56 +80,126 @@ pub async fn run<T: Transport>(
     counters: Arc<Counters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut global: Option<Waiting> = None;
-    let mut routes: HashMap<String, Waiting> = HashMap::new();
+    let mut d = Drain {
+        store,
+        transport,
+        counters,
+        global: None,
+        routes: HashMap::new(),
+        in_flight: VecDeque::new(),
+        cursor: 0,
+        rescan: false,
+    };
     loop {
         if *shutdown.borrow() {
+            // Rounds still in flight stay in the outbox and are published
+            // again at the next start; receivers drop the copies by id.
             return;
         }
         let now = Instant::now();
-        if let Some(w) = global.as_ref().filter(|w| w.until > now) {
-            tokio::select! {
-                _ = tokio::time::sleep_until(w.until) => {}
-                _ = shutdown.changed() => {}
+        if d.in_flight.is_empty() && (d.rescan || d.backoff_ended(now)) {
+            // Take again what failed, or waited for a back-off to end.
+            d.cursor = 0;
+            d.rescan = false;
+        }
+        let held = d.rescan || d.global.as_ref().is_some_and(|w| w.until > now);
+        if d.in_flight.is_empty() {
+            if let Some(w) = d.global.as_ref().filter(|w| w.until > now) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(w.until) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        }
+        if !held && d.in_flight.len() < ROUNDS_IN_FLIGHT {
+            match d.start_round(now).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(()) => {
+                    wait(&d.store, &mut shutdown, now + IDLE).await;
+                    continue;
+                }
+            }
+        }
+        let open = !held && d.in_flight.len() < ROUNDS_IN_FLIGHT;
+        if let Some(front) = d.in_flight.front_mut() {
+            let confirmed = tokio::select! {
+                results = &mut front.confirms => Some(results),
+                _ = d.store.outbox_changed(), if open => None,
+                _ = shutdown.changed() => None,
+            };
+            if let Some(results) = confirmed {
+                let round = d.in_flight.pop_front().expect("the front round");
+                let results = results.unwrap_or_else(|e| {
+                    let e = TransportError::Connection(format!("confirm task failed: {e}"));
+                    vec![Err(e); round.sent.len()]
+                });
+                d.finish_round(round, results, now).await;
             }
             continue;
         }
-        let blocked: HashSet<String> = routes
+        // Nothing in flight and nothing to publish: wait for new entries,
+        // the end of a recipient's back-off, or at most `IDLE`.
+        let next = d
+            .routes
+            .values()
+            .map(|w| w.until)
+            .filter(|u| *u > now)
+            .min()
+            .unwrap_or(now + IDLE)
+            .min(now + IDLE);
+        wait(&d.store, &mut shutdown, next).await;
+    }
+}
+
+impl<T: Transport> Drain<T> {
+    /// Whether some recipient's back-off has ended (its entries, skipped
+    /// while it lasted, are behind the cursor) or the link's has.
+    fn backoff_ended(&self, now: Instant) -> bool {
+        self.global.as_ref().is_some_and(|w| w.until <= now)
+            || self.routes.values().any(|w| w.until <= now)
+    }
+
+    /// Reads the next round from the cursor and publishes it; `Ok(false)`
+    /// when there is nothing to publish, `Err` when the store cannot be read.
+    async fn start_round(&mut self, now: Instant) -> Result<bool, ()> {
+        let blocked: HashSet<String> = self
+            .routes
             .iter()
             .filter(|(_, w)| w.until > now)
             .map(|(r, _)| r.clone())
             .collect();
-        let s = store.clone();
-        let items = match tokio::task::spawn_blocking(move || {
-            s.outbox_next(SCAN, TAKE, |e| blocked.contains(&e.to))
-        })
-        .await
-        {
-            Ok(Ok(items)) => items,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read the outbox");
-                wait(&store, &mut shutdown, now + IDLE).await;
-                continue;
+        let items = loop {
+            let s = self.store.clone();
+            let from = self.cursor;
+            let skip = blocked.clone();
+            let read = match tokio::task::spawn_blocking(move || {
+                s.outbox_next(from, SCAN, TAKE, |e| skip.contains(&e.to))
+            })
+            .await
+            {
+                Ok(Ok(read)) => read,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    return Err(());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox task failed");
+                    return Err(());
+                }
+            };
+            // Past what was skipped too: it is taken again from the oldest
+            // entry once its recipient's back-off ends.
+            self.cursor = read.next;
+            if !read.items.is_empty() {
+                break read.items;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "outbox task failed");
-                wait(&store, &mut shutdown, now + IDLE).await;
-                continue;
+            if read.next == from {
+                return Ok(false);
             }
         };
-        if items.is_empty() {
-            let next = routes
-                .values()
-                .map(|w| w.until)
-                .filter(|u| *u > now)
-                .min()
-                .unwrap_or(now + IDLE)
-                .min(now + IDLE);
-            wait(&store, &mut shutdown, next).await;
-            continue;
-        }
-
-        let mut done = Vec::new();
+        let mut dropped = Vec::new();
         let mut batch = Vec::new();
         let mut sent: Vec<(u64, OutboxEntry)> = Vec::new();
         for (seq, entry, body) in items {
@@ -111,20 +216,38 @@ pub async fn run<T: Transport>(
                     // Cannot happen: the envelope is written in the same
                     // transaction as its entry. Dropped loudly, not retried forever.
                     tracing::error!(message_id = %entry.message_id, "outbox entry without its envelope; dropped");
-                    done.push(seq);
+                    dropped.push(seq);
                 }
             }
         }
-        let results = transport.publish_batch(batch).await;
+        let confirms = tokio::spawn(self.transport.publish_start(batch).await);
+        self.in_flight.push_back(Round {
+            sent,
+            dropped,
+            confirms,
+        });
+        Ok(true)
+    }
+
+    /// Acts on a round's confirms: removes and journals what was delivered,
+    /// backs off what failed.
+    async fn finish_round(
+        &mut self,
+        round: Round,
+        results: Vec<Result<(), TransportError>>,
+        now: Instant,
+    ) {
+        let mut done = round.dropped;
         let mut redeclare = HashSet::new();
         let mut lost_link = false;
+        let mut failed = false;
         let mut delivered = Vec::new();
         let at_ms = chrono::Utc::now().timestamp_millis();
-        for ((seq, entry), r) in sent.into_iter().zip(results) {
+        for ((seq, entry), r) in round.sent.into_iter().zip(results) {
             match r {
                 Ok(()) => {
                     done.push(seq);
-                    routes.remove(&entry.to);
+                    self.routes.remove(&entry.to);
                     if entry.purpose == Purpose::Forward {
                         delivered.push(Event {
                             message_id: entry.message_id.clone(),
@@ -133,46 +256,55 @@ pub async fn run<T: Transport>(
                         });
                     }
                     match entry.purpose {
-                        Purpose::Forward => &counters.forwarded,
-                        Purpose::Receipt => &counters.receipts,
-                        Purpose::Notice => &counters.notices,
+                        Purpose::Forward => &self.counters.forwarded,
+                        Purpose::Receipt => &self.counters.receipts,
+                        Purpose::Notice => &self.counters.notices,
                     }
                     .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    counters.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    failed = true;
+                    self.counters
+                        .publish_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     match e {
                         TransportError::Connection(_) => lost_link = true,
                         TransportError::Unroutable(_) => {
                             redeclare.insert(entry.to.clone());
-                            back_off(&mut routes, &entry.to, now);
+                            back_off(&mut self.routes, &entry.to, now);
                         }
-                        _ => back_off(&mut routes, &entry.to, now),
+                        _ => back_off(&mut self.routes, &entry.to, now),
                     }
                 }
             }
         }
+        if failed {
+            self.rescan = true;
+        }
         if lost_link {
-            let w = global.get_or_insert_with(|| Waiting {
+            let w = self.global.get_or_insert_with(|| Waiting {
                 backoff: default_backoff(),
                 until: now,
             });
-            w.until = Instant::now() + w.backoff.next_delay();
-            tracing::warn!(
-                attempts = w.backoff.attempts(),
-                "message broker unreachable; the outbox keeps its messages and retries"
-            );
-        } else {
-            global = None;
+            // One bump per outage however many rounds it failed.
+            if w.until <= now {
+                w.until = Instant::now() + w.backoff.next_delay();
+                tracing::warn!(
+                    attempts = w.backoff.attempts(),
+                    "message broker unreachable; the outbox keeps its messages and retries"
+                );
+            }
+        } else if !failed {
+            self.global = None;
         }
         for agency in redeclare {
             tracing::warn!(%agency, "inbox unroutable; declaring it again");
-            if let Err(e) = transport.declare_inbox(&agency).await {
+            if let Err(e) = self.transport.declare_inbox(&agency).await {
                 tracing::warn!(%agency, error = %e, "cannot declare the inbox");
             }
         }
         if !done.is_empty() {
-            let s = store.clone();
+            let s = self.store.clone();
             match tokio::task::spawn_blocking(move || s.outbox_remove(&done, &delivered)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

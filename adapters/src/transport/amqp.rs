@@ -504,7 +504,9 @@ impl Transport for Amqp {
                             )))
                         }
                         Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-                        Ok(Ok(Confirmation::Ack(Some(_)))) => Err(TransportError::Unroutable(route)),
+                        Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                            Err(TransportError::Unroutable(route))
+                        }
                         Ok(Ok(Confirmation::Nack(_))) => Err(TransportError::Nacked),
                         Ok(Ok(Confirmation::NotRequested)) => {
                             Err(TransportError::Other("publisher confirms are off".into()))

@@ -197,7 +197,9 @@ async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>, turn: AckTu
         let acked = if in_order {
             mev_adapter::transport::ack_all(&batch).await
         } else {
-            tracing::warn!("an earlier batch ended without settling its deliveries; acking one by one");
+            tracing::warn!(
+                "an earlier batch ended without settling its deliveries; acking one by one"
+            );
             ack_each(&batch).await
         };
         if let Err((unacked, e)) = acked {
@@ -214,7 +216,9 @@ async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>, turn: AckTu
     let _ = turn.done.send(settled);
 }
 
-async fn ack_each(batch: &[Delivery]) -> Result<(), (usize, mev_adapter::transport::TransportError)> {
+async fn ack_each(
+    batch: &[Delivery],
+) -> Result<(), (usize, mev_adapter::transport::TransportError)> {
     for (i, d) in batch.iter().enumerate() {
         d.ack().await.map_err(|e| (batch.len() - i, e))?;
     }

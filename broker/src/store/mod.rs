@@ -16,6 +16,7 @@ use std::path::Path;
 /// message id → 32-byte digest + 8-byte accepted-at (ms, little endian).
 mod journal;
 mod queues;
+pub use queues::OutboxRead;
 
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// (accepted-at ms, message id): the dedup index in time order, for pruning.
@@ -201,6 +202,10 @@ pub struct Store {
     timer_signal: tokio::sync::Notify,
     /// Agency → time zone, for the local times in journal entries.
     zones: std::sync::OnceLock<std::collections::HashMap<String, chrono_tz::Tz>>,
+    /// The next outbox sequence never handed out by this process: new
+    /// entries always go after every earlier one, even once the outbox has
+    /// emptied, so the outbox's drain can read on from a cursor.
+    outbox_floor: std::sync::atomic::AtomicU64,
 }
 
 /// What the dedup index knows of a message id.
@@ -266,6 +271,7 @@ impl Store {
             outbox_signal: tokio::sync::Notify::new(),
             timer_signal: tokio::sync::Notify::new(),
             zones: std::sync::OnceLock::new(),
+            outbox_floor: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -293,9 +299,11 @@ impl Store {
     ) -> Result<R, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(durability)?;
-        let (r, enqueued, armed) = {
+        let (r, enqueued, armed, next_outbox) = {
             let next_seq = last_key(&tx.open_table(JOURNAL)?)?.map_or(0, |s| s + 1);
-            let next_outbox = last_key(&tx.open_table(OUTBOX)?)?.map_or(0, |s| s + 1);
+            let next_outbox = last_key(&tx.open_table(OUTBOX)?)?
+                .map_or(0, |s| s + 1)
+                .max(self.outbox_floor.load(std::sync::atomic::Ordering::Relaxed));
             let mut meta = tx.open_table(META)?;
             let frontier = match meta.get("frontier")? {
                 Some(v) => Frontier::deserialize(v.value()).map_err(|_| {
@@ -338,9 +346,11 @@ impl Store {
                     meta.insert("last_leaf", l.as_slice())?;
                 }
             }
-            (r, txn.enqueued, txn.armed)
+            (r, txn.enqueued, txn.armed, txn.next_outbox)
         };
         tx.commit()?;
+        self.outbox_floor
+            .fetch_max(next_outbox, std::sync::atomic::Ordering::Relaxed);
         if enqueued {
             self.outbox_signal.notify_one();
         }
@@ -607,14 +617,16 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.outbox_depth().unwrap(), 4);
-        let all = store.outbox_next(100, 100, |_| false).unwrap();
+        let all = store.outbox_next(0, 100, 100, |_| false).unwrap().items;
         let ids: Vec<_> = all.iter().map(|(_, e, _)| e.message_id.as_str()).collect();
         assert_eq!(ids, ["m0", "m1", "m2", "m3"]);
         assert_eq!(all[2].2.as_deref(), Some(&b"m2"[..]));
-        let not_a = store.outbox_next(100, 1, |e| e.to == "A").unwrap();
+        let not_a = store.outbox_next(0, 100, 1, |e| e.to == "A").unwrap();
+        assert_eq!(not_a.next, 2, "past the skipped entry and the one taken");
+        let not_a = not_a.items;
         assert_eq!(not_a[0].1.message_id, "m1");
         store.outbox_remove(&[all[0].0, all[3].0], &[]).unwrap();
-        let left = store.outbox_next(100, 100, |_| false).unwrap();
+        let left = store.outbox_next(0, 100, 100, |_| false).unwrap().items;
         assert_eq!(left.len(), 2);
         assert_eq!(left[0].1.message_id, "m1");
         // New entries go after what is left, never reusing a live sequence.
@@ -622,12 +634,38 @@ mod tests {
             .write(|t| t.enqueue(&entry("D", "m9")).map(|_| ()))
             .unwrap();
         let seqs: Vec<u64> = store
-            .outbox_next(100, 100, |_| false)
+            .outbox_next(0, 100, 100, |_| false)
             .unwrap()
+            .items
             .iter()
             .map(|(s, _, _)| *s)
             .collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+
+    #[test]
+    fn outbox_sequences_keep_rising_after_the_outbox_empties() {
+        // The drain reads on from a cursor past what it took: a sequence
+        // handed out again below it would never be published.
+        let store = Store::in_memory().unwrap();
+        let first = store
+            .write(|t| {
+                t.accept("a", &[1; 32], b"a", 1)?;
+                t.enqueue(&entry("A", "a"))
+            })
+            .unwrap();
+        store.outbox_remove(&[first], &[]).unwrap();
+        assert_eq!(store.outbox_depth().unwrap(), 0);
+        let second = store
+            .write(|t| {
+                t.accept("b", &[2; 32], b"b", 1)?;
+                t.enqueue(&entry("B", "b"))
+            })
+            .unwrap();
+        assert!(second > first, "{second} after {first}");
+        let read = store.outbox_next(first + 1, 10, 10, |_| false).unwrap();
+        assert_eq!(read.items.len(), 1);
+        assert_eq!(read.items[0].1.message_id, "b");
     }
 
     #[test]

@@ -4,6 +4,16 @@
 
 use super::*;
 
+/// What [`Store::outbox_next`] read.
+#[derive(Debug)]
+pub struct OutboxRead {
+    /// (sequence, entry, envelope) in order.
+    pub items: Vec<(u64, OutboxEntry, Option<Vec<u8>>)>,
+    /// Where the next read goes on: past every entry looked at, those
+    /// skipped included.
+    pub next: u64,
+}
+
 impl Store {
     /// Resolves after a commit that armed a timer.
     pub async fn timers_changed(&self) {
@@ -41,22 +51,27 @@ impl Store {
         self.outbox_signal.notified().await
     }
 
-    /// Up to `take` outbox entries in order, with their envelopes, among the
-    /// first `scan` entries, skipping those `skip` says to (recipients in
-    /// back-off). Entries whose envelope is missing are returned with `None`.
-    #[allow(clippy::type_complexity)]
+    /// Up to `take` outbox entries in order from sequence `from` on, with
+    /// their envelopes, among the first `scan` entries there, skipping those
+    /// `skip` says to (recipients in back-off). Entries whose envelope is
+    /// missing are returned with `None`.
     pub fn outbox_next(
         &self,
+        from: u64,
         scan: usize,
         take: usize,
         skip: impl Fn(&OutboxEntry) -> bool,
-    ) -> Result<Vec<(u64, OutboxEntry, Option<Vec<u8>>)>, StoreError> {
+    ) -> Result<OutboxRead, StoreError> {
         let tx = self.db.begin_read()?;
         let outbox = tx.open_table(OUTBOX)?;
         let envelopes = tx.open_table(ENVELOPES)?;
-        let mut out = Vec::new();
-        for item in outbox.iter()?.take(scan) {
+        let mut read = OutboxRead {
+            items: Vec::new(),
+            next: from,
+        };
+        for item in outbox.range(from..)?.take(scan) {
             let (k, v) = item?;
+            read.next = k.value() + 1;
             let entry: OutboxEntry = serde_json::from_slice(v.value())?;
             if skip(&entry) {
                 continue;
@@ -64,12 +79,12 @@ impl Store {
             let body = envelopes
                 .get(entry.message_id.as_str())?
                 .map(|b| b.value().to_vec());
-            out.push((k.value(), entry, body));
-            if out.len() >= take {
+            read.items.push((k.value(), entry, body));
+            if read.items.len() >= take {
                 break;
             }
         }
-        Ok(out)
+        Ok(read)
     }
 
     /// Removes delivered entries from the outbox and journals the
