@@ -11,7 +11,7 @@ use mev_adapter::transport::Transport;
 use mev_broker::demo::DemoArgs;
 use mev_broker::journal::audit::{self, InclusionProof, Verified};
 use mev_broker::journal::entry::Entry;
-use mev_broker::store::{EventKind, Store};
+use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_proto::crypto::RingVerifier;
 use mev_proto::trust::TrustStore;
 use std::collections::BTreeMap;
@@ -468,4 +468,53 @@ fn sealed_segments_chain_keep_the_history_verifiable_and_betray_tampering() {
     let v = check(Some(&segs));
     assert!(v.problem.is_some());
     let _ = second;
+}
+
+#[test]
+fn the_journal_is_not_sealed_past_an_envelope_the_outbox_still_publishes() {
+    // The outbox publishes each envelope from the journal entry that keeps
+    // it (the one copy in the store), so sealing stops short of the oldest.
+    let dir = demo_journal();
+    let segs = dir.path().join("segments");
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.outbox_depth().unwrap(),
+        0,
+        "the demo delivered everything"
+    );
+    let pending = store
+        .write(|t| {
+            let entry = t.record_with(
+                &Event {
+                    message_id: "waiting".into(),
+                    recipient: "RU-FNS".into(),
+                    ..Event::new(1, EventKind::Received)
+                },
+                b"an envelope for an agency that is offline",
+            )?;
+            t.enqueue(&OutboxEntry {
+                to: "RU-FNS".into(),
+                message_id: "waiting".into(),
+                purpose: Purpose::Forward,
+                entry: Some(entry),
+            })?;
+            Ok(entry)
+        })
+        .unwrap();
+    let (size, _) = store.journal_head().unwrap();
+    assert!(size > pending);
+    let err = mev_broker::journal::segment::seal(&store, pending + 1, &segs, 1).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "entry {pending} holds an envelope still waiting in the outbox"
+        )),
+        "{err}"
+    );
+    assert!(store.journal_entry(0).unwrap().is_some(), "nothing sealed");
+    mev_broker::journal::segment::seal(&store, pending, &segs, 1).unwrap();
+    let read = store.outbox_next(0, 10, 10, |_| false).unwrap();
+    assert_eq!(
+        read.items[0].2.as_deref(),
+        Some(&b"an envelope for an agency that is offline"[..])
+    );
 }

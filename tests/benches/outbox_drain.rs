@@ -33,7 +33,7 @@ use mev_adapter::{Adapter, AdapterConfig, NoHandler, OutgoingRequest};
 use mev_broker::metrics::Counters;
 use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
-use mev_broker::store::{OutboxEntry, Purpose, Store};
+use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::trust::TrustStore;
 use mev_tests::proxy::Proxy;
@@ -495,11 +495,20 @@ fn fill(
         let now_ms = chrono::Utc::now().timestamp_millis();
         store.write(|t| {
             for (id, digest, bytes) in &batch {
-                t.accept(id, digest, bytes, now_ms)?;
+                t.accept(id, digest, now_ms)?;
+                let entry = t.record_with(
+                    &Event {
+                        message_id: id.clone(),
+                        recipient: provider.to_string(),
+                        ..Event::new(now_ms, EventKind::Received)
+                    },
+                    bytes,
+                )?;
                 t.enqueue(&OutboxEntry {
                     to: provider.to_string(),
                     message_id: id.clone(),
                     purpose: Purpose::Forward,
+                    entry: Some(entry),
                 })?;
             }
             Ok(())

@@ -318,15 +318,9 @@ fn notice(
             return Ok(());
         }
     };
-    t.keep_envelope(&message_id, &bytes)?;
-    t.enqueue(&OutboxEntry {
-        to: to.to_string(),
-        message_id: message_id.clone(),
-        purpose: Purpose::Notice,
-    })?;
-    t.record_with(
+    let entry = t.record_with(
         &Event {
-            message_id,
+            message_id: message_id.clone(),
             sender: ctx.identity.agency.clone(),
             recipient: to.to_string(),
             in_reply_to: request_id.to_string(),
@@ -337,5 +331,11 @@ fn notice(
         },
         &bytes,
     )?;
+    t.enqueue(&OutboxEntry {
+        to: to.to_string(),
+        message_id,
+        purpose: Purpose::Notice,
+        entry: Some(entry),
+    })?;
     Ok(())
 }

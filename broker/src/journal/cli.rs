@@ -363,7 +363,16 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                         }
                         _ => false,
                     })?;
-                    upto
+                    // Not past an envelope the outbox still has to publish.
+                    match store.outbox_oldest_entry()? {
+                        Some(pending) if pending < upto => {
+                            println!(
+                                "entry {pending} holds an envelope still waiting in the outbox: sealing up to it"
+                            );
+                            pending
+                        }
+                        _ => upto,
+                    }
                 }
                 (None, None) => anyhow::bail!("give --before TIME or --upto SEQ"),
             };

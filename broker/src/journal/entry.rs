@@ -84,6 +84,16 @@ impl Entry {
     }
 }
 
+/// The envelope in stored entry bytes, by their framing alone (no decoding
+/// or digest check: the outbox publishes what the journal holds); `None` if
+/// the framing is broken or the entry has no envelope.
+pub fn envelope_of(bytes: &[u8]) -> Option<&[u8]> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let envelope = rest.get(4usize.checked_add(len)?..)?;
+    (!envelope.is_empty()).then_some(envelope)
+}
+
 /// The Merkle leaf hash of stored entry bytes.
 pub fn leaf_of(bytes: &[u8]) -> Hash {
     merkle::leaf_hash(bytes)

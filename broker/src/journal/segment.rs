@@ -42,6 +42,8 @@ pub enum SegmentError {
     Format(PathBuf, String),
     #[error("entries {0}..{1} are not all in the live store (already sealed or never written)")]
     Range(u64, u64),
+    #[error("entry {0} holds an envelope still waiting in the outbox; seal up to {0} at most")]
+    Pending(u64),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
@@ -73,6 +75,10 @@ pub fn seal(store: &Store, upto: u64, dir: &Path, now_ms: i64) -> Result<PathBuf
     let (size, _) = store.journal_head()?;
     if upto <= first || upto > size {
         return Err(SegmentError::Range(first, upto));
+    }
+    // The outbox publishes envelopes from their journal entries.
+    if let Some(pending) = store.outbox_oldest_entry()?.filter(|p| *p < upto) {
+        return Err(SegmentError::Pending(pending));
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let prev_segment = match list(dir)?.last() {

@@ -69,21 +69,21 @@ pub fn enqueue(
                 continue;
             }
         };
-        t.keep_envelope(&message_id, &bytes)?;
-        t.enqueue(&OutboxEntry {
-            to: sender.clone(),
-            message_id: message_id.clone(),
-            purpose: Purpose::Receipt,
-        })?;
-        t.record_with(
+        let entry = t.record_with(
             &Event {
-                message_id,
+                message_id: message_id.clone(),
                 sender: ctx.identity.agency.clone(),
-                recipient: sender,
+                recipient: sender.clone(),
                 ..Event::new(at_ms, EventKind::ReceiptSent)
             },
             &bytes,
         )?;
+        t.enqueue(&OutboxEntry {
+            to: sender,
+            message_id,
+            purpose: Purpose::Receipt,
+            entry: Some(entry),
+        })?;
         n += 1;
     }
     Ok(n)

@@ -89,15 +89,17 @@ pub fn apply(
         });
     }
     let h = &opened.header;
-    let to = match opened.kind() {
+    // The journal entry recording the arrival keeps the envelope (its one
+    // copy in the store); the outbox publishes it from there.
+    let (to, entry) = match opened.kind() {
         Kind::Request => {
             let open = crate::deadline::track::on_request(ctx, t, now_ms, &opened, sla)?;
             t.insert_open_request(&id, &open)?;
             let mut received = event(EventKind::Received, now_ms, &opened);
             received.deadline_ms = open.deadline_ms;
             received.reason = open.policy;
-            t.record_with(&received, &raw)?;
-            h.recipient.clone()
+            let entry = t.record_with(&received, &raw)?;
+            (h.recipient.clone(), entry)
         }
         Kind::Reply => {
             if let Err(r) = check_reply(ctx, t, &opened)? {
@@ -108,18 +110,18 @@ pub fn apply(
             }
             let mut received = event(EventKind::ReplyReceived, now_ms, &opened);
             received.reason = reply_kind(h).to_string();
-            t.record_with(&received, &raw)?;
+            let entry = t.record_with(&received, &raw)?;
             let mut closed = event(EventKind::RequestClosed, now_ms, &opened);
             closed.message_id = h.in_reply_to.clone();
             t.record(&closed)?;
-            h.recipient.clone()
+            (h.recipient.clone(), entry)
         }
         Kind::Status => {
             if let Err(r) = check_status(t, &opened)? {
                 return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
             }
-            t.record_with(&event(EventKind::Received, now_ms, &opened), &raw)?;
-            h.recipient.clone()
+            let entry = t.record_with(&event(EventKind::Received, now_ms, &opened), &raw)?;
+            (h.recipient.clone(), entry)
         }
         other => {
             let r = Rejection::new(
@@ -129,11 +131,12 @@ pub fn apply(
             return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
         }
     };
-    t.accept(&id, &opened.digest, &raw, now_ms)?;
+    t.accept(&id, &opened.digest, now_ms)?;
     t.enqueue(&OutboxEntry {
         to: to.clone(),
         message_id: id,
         purpose: Purpose::Forward,
+        entry: Some(entry),
     })?;
     Ok(Verdict::Forward {
         opened: Box::new(opened),

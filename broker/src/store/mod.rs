@@ -25,7 +25,7 @@ const ACCEPTED_AT: TableDefinition<(i64, &str), ()> = TableDefinition::new("acce
 /// requests, in time order; only the nearest are ever read into memory.
 const TIMERS: TableDefinition<(i64, &str, u8), ()> = TableDefinition::new("timers");
 /// sequence → JSON [`OutboxEntry`]: what is still to be published. The body
-/// is the envelope kept under the entry's message id.
+/// is the envelope in the journal entry the outbox entry names.
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// request id → JSON [`OpenRequest`].
 const OPEN_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_requests");
@@ -42,7 +42,8 @@ const BY_MESSAGE: TableDefinition<(&str, u64), ()> = TableDefinition::new("journ
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("journal_meta");
 /// tree size → a signed checkpoint (JSON [`crate::journal::Checkpoint`]).
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("journal_checkpoints");
-/// message id → the signed envelope as received.
+/// message id → the signed envelope: where stores written before the journal
+/// became the one copy of every envelope kept them; read, never written now.
 const ENVELOPES: TableDefinition<&str, &[u8]> = TableDefinition::new("envelopes");
 
 /// A store failure. The batch it happened in is not acked and will be redelivered.
@@ -233,9 +234,13 @@ pub enum Purpose {
 pub struct OutboxEntry {
     /// The agency whose inbox it goes to.
     pub to: String,
-    /// The envelope's message id (its body is kept in the envelopes table).
+    /// The envelope's message id.
     pub message_id: String,
     pub purpose: Purpose,
+    /// The journal entry that holds the envelope (its one copy in the
+    /// store). `None` in stores written before: the envelopes table then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<u64>,
 }
 
 impl Store {
@@ -327,7 +332,6 @@ impl Store {
                 journal: tx.open_table(JOURNAL)?,
                 leaves: tx.open_table(LEAVES)?,
                 by_message: tx.open_table(BY_MESSAGE)?,
-                envelopes: tx.open_table(ENVELOPES)?,
                 outbox: tx.open_table(OUTBOX)?,
                 timers: tx.open_table(TIMERS)?,
                 zones: self.zones.get(),
@@ -434,11 +438,28 @@ impl Store {
         }
     }
 
-    /// The stored envelope of a message.
+    /// The stored envelope of a message: from the journal entry that
+    /// recorded it (while that entry is in the live store, not sealed away).
     pub fn envelope(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(ENVELOPES)?;
-        Ok(t.get(id)?.map(|v| v.value().to_vec()))
+        if let Some(v) = tx.open_table(ENVELOPES)?.get(id)? {
+            return Ok(Some(v.value().to_vec()));
+        }
+        let by_message = tx.open_table(BY_MESSAGE)?;
+        let journal = tx.open_table(JOURNAL)?;
+        for item in by_message.range((id, 0u64)..=(id, u64::MAX))? {
+            let (k, _) = item?;
+            let Some(bytes) = journal.get(k.value().1)? else {
+                continue;
+            };
+            let Ok(entry) = Entry::decode(bytes.value()) else {
+                continue;
+            };
+            if entry.head.event.message_id == id && !entry.envelope.is_empty() {
+                return Ok(Some(entry.envelope));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -460,7 +481,6 @@ pub struct Txn<'a> {
     frontier: Frontier,
     last_leaf: Option<Hash>,
     appended: bool,
-    envelopes: redb::Table<'a, &'static str, &'static [u8]>,
     outbox: redb::Table<'a, u64, &'static [u8]>,
     timers: redb::Table<'a, (i64, &'static str, u8), ()>,
     next_seq: u64,
@@ -483,26 +503,14 @@ impl Txn<'_> {
         }))
     }
 
-    /// Records an accepted message (in the dedup index) and keeps its envelope.
-    pub fn accept(
-        &mut self,
-        id: &str,
-        digest: &[u8; 32],
-        envelope: &[u8],
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
+    /// Records an accepted message in the dedup index (its envelope is in
+    /// the journal entry that records its arrival).
+    pub fn accept(&mut self, id: &str, digest: &[u8; 32], at_ms: i64) -> Result<(), StoreError> {
         let mut v = [0u8; 40];
         v[..32].copy_from_slice(digest);
         v[32..].copy_from_slice(&at_ms.to_le_bytes());
         self.messages.insert(id, v.as_slice())?;
         self.accepted_at.insert((at_ms, id), ())?;
-        self.envelopes.insert(id, envelope)?;
-        Ok(())
-    }
-
-    /// Keeps an envelope the broker itself signed (a receipt, a notice).
-    pub fn keep_envelope(&mut self, id: &str, envelope: &[u8]) -> Result<(), StoreError> {
-        self.envelopes.insert(id, envelope)?;
         Ok(())
     }
 
@@ -558,7 +566,7 @@ mod tests {
             store
                 .write(|t| {
                     assert_eq!(t.seen("m")?, None);
-                    t.accept("m", &[7; 32], b"env", 5)?;
+                    t.accept("m", &[7; 32], 5)?;
                     t.insert_open_request(
                         "m",
                         &OpenRequest {
@@ -572,7 +580,7 @@ mod tests {
                             breached: false,
                         },
                     )?;
-                    t.record(&event(EventKind::Received))?;
+                    t.record_with(&event(EventKind::Received), b"env")?;
                     Ok(())
                 })
                 .unwrap();
@@ -591,12 +599,23 @@ mod tests {
         assert_eq!(store.envelope("m").unwrap().unwrap(), b"env");
     }
 
-    fn entry(to: &str, id: &str) -> OutboxEntry {
-        OutboxEntry {
+    /// Accepts message `id` (its envelope: the id's bytes), journals it
+    /// and puts it in the outbox for `to`; returns the outbox sequence.
+    fn forward(t: &mut Txn<'_>, to: &str, id: &str, at_ms: i64) -> Result<u64, StoreError> {
+        t.accept(id, &[id.len() as u8; 32], at_ms)?;
+        let entry = t.record_with(
+            &Event {
+                message_id: id.into(),
+                ..event(EventKind::Received)
+            },
+            id.as_bytes(),
+        )?;
+        t.enqueue(&OutboxEntry {
             to: to.into(),
             message_id: id.into(),
             purpose: Purpose::Forward,
-        }
+            entry: Some(entry),
+        })
     }
 
     #[test]
@@ -608,8 +627,7 @@ mod tests {
                 .write(|t| {
                     for (i, to) in ["A", "B", "A", "C"].iter().enumerate() {
                         let id = format!("m{i}");
-                        t.accept(&id, &[i as u8; 32], id.as_bytes(), 1)?;
-                        t.enqueue(&entry(to, &id))?;
+                        forward(t, to, &id, 1)?;
                     }
                     Ok(())
                 })
@@ -631,7 +649,7 @@ mod tests {
         assert_eq!(left[0].1.message_id, "m1");
         // New entries go after what is left, never reusing a live sequence.
         store
-            .write(|t| t.enqueue(&entry("D", "m9")).map(|_| ()))
+            .write(|t| forward(t, "D", "m9", 1).map(|_| ()))
             .unwrap();
         let seqs: Vec<u64> = store
             .outbox_next(0, 100, 100, |_| false)
@@ -648,24 +666,43 @@ mod tests {
         // The drain reads on from a cursor past what it took: a sequence
         // handed out again below it would never be published.
         let store = Store::in_memory().unwrap();
-        let first = store
-            .write(|t| {
-                t.accept("a", &[1; 32], b"a", 1)?;
-                t.enqueue(&entry("A", "a"))
-            })
-            .unwrap();
+        let first = store.write(|t| forward(t, "A", "a", 1)).unwrap();
         store.outbox_remove(&[first], &[]).unwrap();
         assert_eq!(store.outbox_depth().unwrap(), 0);
-        let second = store
-            .write(|t| {
-                t.accept("b", &[2; 32], b"b", 1)?;
-                t.enqueue(&entry("B", "b"))
-            })
-            .unwrap();
+        let second = store.write(|t| forward(t, "B", "b", 1)).unwrap();
         assert!(second > first, "{second} after {first}");
         let read = store.outbox_next(first + 1, 10, 10, |_| false).unwrap();
         assert_eq!(read.items.len(), 1);
         assert_eq!(read.items[0].1.message_id, "b");
+        assert_eq!(read.items[0].2.as_deref(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn outbox_entries_of_older_stores_publish_from_the_envelopes_table() {
+        // Stores written before the journal held the one copy kept the
+        // envelope under its message id, and their entries name no journal entry.
+        let store = Store::in_memory().unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(ENVELOPES)
+            .unwrap()
+            .insert("old", b"body".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        store
+            .write(|t| {
+                t.accept("old", &[1; 32], 1)?;
+                t.enqueue(&OutboxEntry {
+                    to: "A".into(),
+                    message_id: "old".into(),
+                    purpose: Purpose::Forward,
+                    entry: None,
+                })
+            })
+            .unwrap();
+        let read = store.outbox_next(0, 10, 10, |_| false).unwrap();
+        assert_eq!(read.items[0].2.as_deref(), Some(&b"body"[..]));
+        assert_eq!(store.envelope("old").unwrap().unwrap(), b"body");
+        assert_eq!(store.outbox_oldest_entry().unwrap(), None);
     }
 
     #[test]
@@ -673,15 +710,15 @@ mod tests {
         let store = Store::in_memory().unwrap();
         store
             .write(|t| {
-                t.accept("old", &[1; 32], b"o", 1_000)?;
-                t.accept("new", &[2; 32], b"n", 9_000)?;
+                forward(t, "A", "old", 1_000)?;
+                forward(t, "A", "new", 9_000)?;
                 Ok(())
             })
             .unwrap();
         assert_eq!(store.prune_dedup(5_000, 100).unwrap(), 1);
         assert_eq!(store.write(|t| t.seen("old")).unwrap(), None);
         assert!(store.write(|t| t.seen("new")).unwrap().is_some());
-        assert_eq!(store.envelope("old").unwrap().unwrap(), b"o");
+        assert_eq!(store.envelope("old").unwrap().unwrap(), b"old");
         assert_eq!(store.prune_dedup(5_000, 100).unwrap(), 0);
     }
 }

@@ -65,6 +65,7 @@ impl Store {
         let tx = self.db.begin_read()?;
         let outbox = tx.open_table(OUTBOX)?;
         let envelopes = tx.open_table(ENVELOPES)?;
+        let journal = tx.open_table(JOURNAL)?;
         let mut read = OutboxRead {
             items: Vec::new(),
             next: from,
@@ -76,15 +77,36 @@ impl Store {
             if skip(&entry) {
                 continue;
             }
-            let body = envelopes
-                .get(entry.message_id.as_str())?
-                .map(|b| b.value().to_vec());
+            let body = match entry.entry {
+                Some(seq) => journal.get(seq)?.and_then(|b| {
+                    crate::journal::entry::envelope_of(b.value()).map(<[u8]>::to_vec)
+                }),
+                None => envelopes
+                    .get(entry.message_id.as_str())?
+                    .map(|b| b.value().to_vec()),
+            };
             read.items.push((k.value(), entry, body));
             if read.items.len() >= take {
                 break;
             }
         }
         Ok(read)
+    }
+
+    /// The oldest journal entry an outbox entry still publishes from: the
+    /// journal cannot be sealed past it (see [`crate::journal::segment`]).
+    pub fn outbox_oldest_entry(&self) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let outbox = tx.open_table(OUTBOX)?;
+        let mut oldest: Option<u64> = None;
+        for item in outbox.iter()? {
+            let (_, v) = item?;
+            let entry: OutboxEntry = serde_json::from_slice(v.value())?;
+            if let Some(seq) = entry.entry {
+                oldest = Some(oldest.map_or(seq, |o| o.min(seq)));
+            }
+        }
+        Ok(oldest)
     }
 
     /// Removes delivered entries from the outbox and journals the
@@ -163,7 +185,7 @@ impl Txn<'_> {
         Ok(out)
     }
 
-    /// Puts the envelope kept under `entry.message_id` in the outbox; it is
+    /// Puts the envelope of journal entry `entry.entry` in the outbox; it is
     /// published after this transaction commits, and retried until confirmed.
     pub fn enqueue(&mut self, entry: &OutboxEntry) -> Result<u64, StoreError> {
         let seq = self.next_outbox;
