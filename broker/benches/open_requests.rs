@@ -15,7 +15,7 @@ use mev_broker::pipeline::{Batching, Context};
 use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
 use mev_broker::server::Broker;
-use mev_broker::store::{OpenRequest, Store, TimerKind};
+use mev_broker::store::{Event, EventKind, OpenRequest, Store, TimerKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,7 +74,15 @@ fn fill(dir: &Path, n: usize, overdue: usize) {
                     } else {
                         now + 86_400_000 + (k as i64 % 86_400) * 1000
                     };
-                    t.accept(&id, &[k as u8; 32], &[0u8; 64], now)?;
+                    t.accept(&id, &[k as u8; 32], now)?;
+                    // The journal entry that keeps the request's envelope.
+                    t.record_with(
+                        &Event {
+                            message_id: id.clone(),
+                            ..Event::new(now, EventKind::Received)
+                        },
+                        &[0u8; 64],
+                    )?;
                     t.insert_open_request(
                         &id,
                         &OpenRequest {

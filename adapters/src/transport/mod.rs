@@ -266,6 +266,8 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// another (not from concurrent tasks), so that confirms match the
     /// order RabbitMQ numbers publishes in. By default the whole of
     /// [`Transport::publish_batch`] runs first.
+    // The confirms are a future on purpose: awaited later, by the caller.
+    #[allow(clippy::async_yields_async)]
     fn publish_start(&self, messages: Vec<Outgoing>) -> impl Future<Output = Confirms> + Send {
         async move {
             let results = self.publish_batch(messages).await;
