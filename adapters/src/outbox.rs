@@ -268,6 +268,13 @@ pub(crate) async fn drain<T: Transport>(
     let mut unpersisted = false;
     loop {
         if *stop.borrow() {
+            // What RabbitMQ confirmed is removed before stopping, so a
+            // restart does not publish it again.
+            for round in in_flight.drain(..) {
+                if let Ok(Ok(results)) = tokio::time::timeout(STOP_WAIT, round.confirms).await {
+                    settle(&store, &depth, round.seqs, results).await;
+                }
+            }
             if unpersisted {
                 persist(&store).await;
             }
@@ -355,6 +362,8 @@ pub(crate) async fn drain<T: Transport>(
 
 /// How long the outbox stays empty before its lazy removals are persisted.
 const QUIET: Duration = Duration::from_secs(1);
+/// How long a stop waits for the confirms of rounds in flight.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 async fn persist(store: &Arc<Store>) {
     let s = store.clone();

@@ -38,6 +38,8 @@ pub const ROUNDS_IN_FLIGHT: usize = 4;
 const SCAN: usize = 16 * 1024;
 /// Longest wait between two looks at the store, whatever happens.
 const IDLE: Duration = Duration::from_secs(1);
+/// How long a stop waits for the confirms of rounds in flight.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 fn default_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
@@ -92,8 +94,20 @@ pub async fn run<T: Transport>(
     };
     loop {
         if *shutdown.borrow() {
-            // Rounds still in flight stay in the outbox and are published
-            // again at the next start; receivers drop the copies by id.
+            // What RabbitMQ confirmed is removed before stopping, so a
+            // restart does not publish it again; a round whose confirms do
+            // not come in time stays and is published again (receivers
+            // drop the copies by id).
+            while let Some(round) = d.in_flight.pop_front() {
+                let Round {
+                    sent,
+                    dropped,
+                    confirms,
+                } = round;
+                if let Ok(Ok(results)) = tokio::time::timeout(STOP_WAIT, confirms).await {
+                    d.finish_round(sent, dropped, results, Instant::now()).await;
+                }
+            }
             return;
         }
         let now = Instant::now();
@@ -135,7 +149,8 @@ pub async fn run<T: Transport>(
                     let e = TransportError::Connection(format!("confirm task failed: {e}"));
                     vec![Err(e); round.sent.len()]
                 });
-                d.finish_round(round, results, now).await;
+                d.finish_round(round.sent, round.dropped, results, now)
+                    .await;
             }
             continue;
         }
@@ -233,17 +248,18 @@ impl<T: Transport> Drain<T> {
     /// backs off what failed.
     async fn finish_round(
         &mut self,
-        round: Round,
+        sent: Vec<(u64, OutboxEntry)>,
+        dropped: Vec<u64>,
         results: Vec<Result<(), TransportError>>,
         now: Instant,
     ) {
-        let mut done = round.dropped;
+        let mut done = dropped;
         let mut redeclare = HashSet::new();
         let mut lost_link = false;
         let mut failed = false;
         let mut delivered = Vec::new();
         let at_ms = chrono::Utc::now().timestamp_millis();
-        for ((seq, entry), r) in round.sent.into_iter().zip(results) {
+        for ((seq, entry), r) in sent.into_iter().zip(results) {
             match r {
                 Ok(()) => {
                     done.push(seq);
