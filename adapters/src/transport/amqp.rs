@@ -487,6 +487,9 @@ impl Transport for Amqp {
         let routes: Vec<Route> = messages.into_iter().map(|m| m.route).collect();
         let this = self.clone();
         Box::pin(async move {
+            // One deadline for the round: confirms that never come (a
+            // half-open connection) fail it in CONFIRM_TIMEOUT, not n times that.
+            let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
             let mut broken = false;
             let mut out = Vec::with_capacity(n);
             for (p, route) in published.into_iter().zip(routes) {
@@ -495,7 +498,7 @@ impl Transport for Amqp {
                         broken = true;
                         Err(e)
                     }
-                    Ok(confirm) => match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                    Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
                         Err(_) => {
                             broken = true;
                             Err(TransportError::Connection(format!(
