@@ -70,7 +70,9 @@
 //! `send_request` calls, default 256), `MEV_BENCH_WINDOW` (the relay
 //! publisher's confirms in flight, default 512), `MEV_BENCH_BYTES` (target
 //! envelope size, default 2048), `MEV_BENCH_RATE` (the maximum round-trip
-//! rate the latency loads are fractions of; default: measured), `AMQP_URL`.
+//! rate the latency loads are fractions of; default: measured),
+//! `MEV_BENCH_BATCH` and `MEV_BENCH_PREFETCH` (the broker's batch size and
+//! prefetch; default: `mev broker`'s, 256 and 512), `AMQP_URL`.
 //! Every run uses its own namespace `mevbench-<uuid>` and deletes it at the end.
 //!
 //! Beside each figure: the CPU this process (relay or exchange: broker and
@@ -128,15 +130,22 @@ const REPLY_LIMIT: Duration = Duration::from_secs(120);
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 /// Prefetch of the relay's consumers: the broker's default.
 const RELAY_PREFETCH: u16 = 512;
-/// The broker's default batching and prefetch (`mev broker --print-default-config`).
+/// The broker's default batching and prefetch (`mev broker --print-default-config`),
+/// or `MEV_BENCH_BATCH` and `MEV_BENCH_PREFETCH` where set (to try other settings).
 fn default_batching() -> Batching {
     let p = mev_broker::config::PipelineSection::default();
     Batching {
-        batch_size: p.batch_size,
+        batch_size: mev_tests::env_count("MEV_BENCH_BATCH", p.batch_size).unwrap_or(p.batch_size),
         batch_window: Duration::from_millis(p.batch_window_ms),
     }
 }
-const BROKER_PREFETCH: u16 = 512;
+fn broker_prefetch() -> u16 {
+    let p = mev_broker::config::AmqpSection::default().prefetch;
+    mev_tests::env_count("MEV_BENCH_PREFETCH", p as usize)
+        .ok()
+        .and_then(|n| u16::try_from(n).ok())
+        .unwrap_or(p)
+}
 /// The offered loads of the latency part, as fractions of the maximum round-trip rate.
 const LOADS: [f64; 3] = [0.25, 0.50, 0.75];
 /// Targets (issue 9; RU 963 §10 for the real-time mode).
@@ -1135,7 +1144,7 @@ impl ExchangeRig {
             ctx,
             transport(namespace, "broker"),
             batching,
-            BROKER_PREFETCH,
+            broker_prefetch(),
         );
         self.broker = Some(
             step("the broker to start", broker.start())
