@@ -288,3 +288,61 @@ pub trait Transport: Clone + Send + Sync + 'static {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records which deliveries were acked, and how.
+    struct Recorder {
+        index: usize,
+        subscription: Option<u64>,
+        log: Arc<Mutex<Vec<(usize, &'static str)>>>,
+    }
+
+    impl AckHandle for Recorder {
+        fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            self.log.lock().unwrap().push((self.index, "ack"));
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn requeue(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            self.log.lock().unwrap().push((self.index, "requeue"));
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn subscription(&self) -> Option<u64> {
+            self.subscription
+        }
+        fn ack_through(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            self.log.lock().unwrap().push((self.index, "through"));
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_acked_once_per_subscription_on_its_last_delivery() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let subs = [Some(1), Some(1), Some(2), None, Some(1), Some(2), None];
+        let batch: Vec<Delivery> = subs
+            .iter()
+            .enumerate()
+            .map(|(index, subscription)| {
+                let acker = Recorder {
+                    index,
+                    subscription: *subscription,
+                    log: log.clone(),
+                };
+                Delivery::new(Vec::new(), false, Box::new(acker))
+            })
+            .collect();
+        ack_all(&batch).await.unwrap();
+        let mut got = log.lock().unwrap().clone();
+        got.sort();
+        // Subscription 1's last delivery is 4, subscription 2's is 5; the
+        // transport without `multiple` (None) gets one ack each.
+        assert_eq!(
+            got,
+            [(3, "ack"), (4, "through"), (5, "through"), (6, "ack")]
+        );
+    }
+}
