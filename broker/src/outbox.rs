@@ -149,7 +149,8 @@ pub async fn run<T: Transport>(
                     let e = TransportError::Connection(format!("confirm task failed: {e}"));
                     vec![Err(e); round.sent.len()]
                 });
-                d.finish_round(round.sent, round.dropped, results, now)
+                // Back-offs count from now, not from before the wait.
+                d.finish_round(round.sent, round.dropped, results, Instant::now())
                     .await;
             }
             continue;
