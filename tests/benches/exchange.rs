@@ -707,6 +707,26 @@ async fn connect(name: &str) -> anyhow::Result<Connection> {
     .with_context(|| format!("connecting to RabbitMQ at {}", redact(&amqp_url())))
 }
 
+/// A channel consuming `queue` with the relay's prefetch, and its consumer.
+async fn consume(
+    conn: &Connection,
+    queue: &str,
+    tag: &str,
+) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(RELAY_PREFETCH, BasicQosOptions::default())
+        .await?;
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((ch, consumer))
+}
+
 fn quorum_args() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
@@ -762,18 +782,7 @@ impl Relay {
     /// Q1 → Q2: re-publish each message, ack it on Q1 once Q2 confirmed it.
     /// Publishes and confirms overlap: at most the prefetch in flight.
     async fn start_relay(&mut self) -> anyhow::Result<()> {
-        let input = self.relay_conn.create_channel().await?;
-        input
-            .basic_qos(RELAY_PREFETCH, BasicQosOptions::default())
-            .await?;
-        let mut consumer = input
-            .basic_consume(
-                self.q1.as_str().into(),
-                "relay".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (input, mut consumer) = consume(&self.relay_conn, &self.q1, "relay").await?;
         let output = self.relay_conn.create_channel().await?;
         output
             .confirm_select(ConfirmSelectOptions::default())
@@ -832,17 +841,7 @@ impl Relay {
 
     /// The final consumer: counts, records latency, acks.
     async fn start_sink(&mut self) -> anyhow::Result<()> {
-        let ch = self.sink_conn.create_channel().await?;
-        ch.basic_qos(RELAY_PREFETCH, BasicQosOptions::default())
-            .await?;
-        let mut consumer = ch
-            .basic_consume(
-                self.q2.as_str().into(),
-                "sink".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (ch, mut consumer) = consume(&self.sink_conn, &self.q2, "sink").await?;
         let sink = self.sink.clone();
         self.tasks.push(tokio::spawn(async move {
             let _keep = ch;
@@ -1742,27 +1741,11 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("exchange: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(&settings)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("exchange: messages were missing or requests failed (see above)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("exchange: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mev_tests::bench_main(
+        "exchange",
+        "messages were missing or requests failed",
+        bench(&settings),
+    )
 }
 
 /// Runs the parts; `Ok(false)` if anything was lost or failed.

@@ -160,27 +160,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("outbox_drain: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(&settings)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("outbox_drain: messages were missing at the end (see above)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("outbox_drain: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mev_tests::bench_main(
+        "outbox_drain",
+        "messages were missing at the end",
+        bench(&settings),
+    )
 }
 
 /// Runs the parts; `Ok(false)` if any run lost messages.

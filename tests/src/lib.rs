@@ -46,6 +46,38 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The exchange's id in its certificate.
 pub const BROKER_ID: &str = "MEV-EXCHANGE";
 
+/// A bench binary's entry: runs `body` on a multi-thread runtime and exits
+/// 0 when it returns `Ok(true)`; 1 when it returns `Ok(false)` (saying
+/// `missing`) or fails, or the runtime cannot start. Messages start with `name`.
+pub fn bench_main(
+    name: &str,
+    missing: &str,
+    body: impl Future<Output = anyhow::Result<bool>>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("{name}: {missing} (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// A positive count from the environment variable `name` (`_` allowed as a
 /// digit separator), or `default` when it is unset: the benches' settings.
 pub fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
