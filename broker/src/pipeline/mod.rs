@@ -187,7 +187,16 @@ struct AckTurn {
 /// about `batch_size × size`, not a multiple of it.
 async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>, turn: AckTurn) {
     let recorded = record_batch(ctx, &mut batch).await;
-    let mut settled = recorded || requeue_all(&batch).await;
+    let settled = recorded || requeue_all(&batch).await;
+    ack_in_turn(&batch, recorded, settled, turn).await;
+}
+
+/// Once every earlier batch has settled, acks `batch` if it was `recorded`
+/// (durable): one `multiple` ack per channel, or one by one if an earlier
+/// batch ended without settling its deliveries. Then tells the next batch
+/// whether everything up to this one is settled (`settled`: this batch's
+/// own deliveries were recorded or returned to the queue).
+async fn ack_in_turn(batch: &[Delivery], recorded: bool, settled: bool, turn: AckTurn) {
     let in_order = match turn.earlier {
         Some(earlier) => earlier.await.unwrap_or(false),
         None => true,
@@ -195,12 +204,12 @@ async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>, turn: AckTu
     if recorded {
         // Durable now: ack the inputs. Delivery is the outbox's job.
         let acked = if in_order {
-            mev_adapter::transport::ack_all(&batch).await
+            mev_adapter::transport::ack_all(batch).await
         } else {
             tracing::warn!(
                 "an earlier batch ended without settling its deliveries; acking one by one"
             );
-            ack_each(&batch).await
+            ack_each(batch).await
         };
         if let Err((unacked, e)) = acked {
             // The channel is gone: RabbitMQ returns every unacked delivery to
@@ -212,8 +221,7 @@ async fn process_batch(ctx: &Arc<Context>, mut batch: Vec<Delivery>, turn: AckTu
             );
         }
     }
-    settled &= in_order;
-    let _ = turn.done.send(settled);
+    let _ = turn.done.send(settled && in_order);
 }
 
 async fn ack_each(
@@ -341,5 +349,160 @@ fn kind_name(opened: &Opened) -> &'static str {
         mev_proto::Kind::Reply => "reply",
         mev_proto::Kind::Status => "status",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mev_adapter::transport::{AckHandle, BoxFuture, TransportError};
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    type Log = Arc<Mutex<Vec<(usize, &'static str)>>>;
+
+    /// Records each ack as (delivery, how); every delivery is on channel 1.
+    struct Recorder {
+        index: usize,
+        log: Log,
+    }
+
+    impl AckHandle for Recorder {
+        fn ack(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            self.log.lock().unwrap().push((self.index, "ack"));
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn requeue(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            self.log.lock().unwrap().push((self.index, "requeue"));
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn subscription(&self) -> Option<u64> {
+            Some(1)
+        }
+        fn ack_through(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+            self.log.lock().unwrap().push((self.index, "through"));
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    fn batch(log: &Log, indexes: std::ops::Range<usize>) -> Vec<Delivery> {
+        indexes
+            .map(|index| {
+                let acker = Recorder {
+                    index,
+                    log: log.clone(),
+                };
+                Delivery::new(Vec::new(), false, Box::new(acker))
+            })
+            .collect()
+    }
+
+    /// Lets every spawned task run as far as it can.
+    async fn settle_tasks() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_acks_only_after_the_batch_before_it_has_settled() {
+        let log: Log = Arc::default();
+        let (first_done, first) = oneshot::channel();
+        let (second_done, second) = oneshot::channel();
+        let later = batch(&log, 3..6);
+        let task = tokio::spawn(async move {
+            let turn = AckTurn {
+                earlier: Some(first),
+                done: second_done,
+            };
+            ack_in_turn(&later, true, true, turn).await;
+        });
+        settle_tasks().await;
+        // Its `multiple` ack would also cover the earlier batch's deliveries,
+        // which may not be durable yet: nothing is acked until that batch says so.
+        assert!(log.lock().unwrap().is_empty());
+        let earlier = batch(&log, 0..3);
+        ack_in_turn(
+            &earlier,
+            true,
+            true,
+            AckTurn {
+                earlier: None,
+                done: first_done,
+            },
+        )
+        .await;
+        task.await.unwrap();
+        assert_eq!(*log.lock().unwrap(), [(2, "through"), (5, "through")]);
+        assert!(
+            second.await.unwrap(),
+            "everything up to the second batch is settled"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_batch_ends_unsettled_later_batches_ack_one_by_one() {
+        let log: Log = Arc::default();
+        // The first batch panicked: its sender is dropped without a word.
+        let (first_done, first) = oneshot::channel::<bool>();
+        drop(first_done);
+        let (second_done, second) = oneshot::channel();
+        let (third_done, third) = oneshot::channel();
+        ack_in_turn(
+            &batch(&log, 0..2),
+            true,
+            true,
+            AckTurn {
+                earlier: Some(first),
+                done: second_done,
+            },
+        )
+        .await;
+        // The broken chain is passed on: the third batch acks one by one too.
+        ack_in_turn(
+            &batch(&log, 2..4),
+            true,
+            true,
+            AckTurn {
+                earlier: Some(second),
+                done: third_done,
+            },
+        )
+        .await;
+        assert_eq!(
+            *log.lock().unwrap(),
+            [(0, "ack"), (1, "ack"), (2, "ack"), (3, "ack")]
+        );
+        assert!(!third.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_could_not_be_returned_to_the_queue_breaks_the_chain() {
+        let log: Log = Arc::default();
+        let (first_done, first) = oneshot::channel();
+        let (second_done, second) = oneshot::channel();
+        // Not recorded, and its requeue failed: nothing acked, chain broken.
+        ack_in_turn(
+            &batch(&log, 0..2),
+            false,
+            false,
+            AckTurn {
+                earlier: None,
+                done: first_done,
+            },
+        )
+        .await;
+        ack_in_turn(
+            &batch(&log, 2..5),
+            true,
+            true,
+            AckTurn {
+                earlier: Some(first),
+                done: second_done,
+            },
+        )
+        .await;
+        assert_eq!(*log.lock().unwrap(), [(2, "ack"), (3, "ack"), (4, "ack")]);
+        assert!(!second.await.unwrap());
     }
 }
