@@ -71,7 +71,8 @@
 //! publisher's confirms in flight, default 512), `MEV_BENCH_BYTES` (target
 //! envelope size, default 2048), `MEV_BENCH_RATE` (the maximum round-trip
 //! rate the latency loads are fractions of; default: measured),
-//! `MEV_BENCH_BATCH` and `MEV_BENCH_PREFETCH` (the broker's batch size and
+//! `MEV_BENCH_LOADS` (the latency steps as fractions of that rate, comma
+//! separated; default 0.25,0.5,0.75), `MEV_BENCH_BATCH` and `MEV_BENCH_PREFETCH` (the broker's batch size and
 //! prefetch; default: `mev broker`'s, 256 and 512), `AMQP_URL`.
 //! Every run uses its own namespace `mevbench-<uuid>` and deletes it at the end.
 //!
@@ -147,6 +148,7 @@ fn broker_prefetch() -> u16 {
         .unwrap_or(p)
 }
 /// The offered loads of the latency part, as fractions of the maximum round-trip rate.
+/// The latency steps, fractions of the maximum (`MEV_BENCH_LOADS` picks others).
 const LOADS: [f64; 3] = [0.25, 0.50, 0.75];
 /// Targets (issue 9; RU 963 §10 for the real-time mode).
 const TARGET_RATIO: f64 = 0.70;
@@ -169,6 +171,8 @@ struct Settings {
     window: usize,
     bytes: usize,
     rate: Option<f64>,
+    /// The latency steps, fractions of the maximum round-trip rate.
+    loads: Vec<f64>,
     relay: bool,
     exchange: bool,
     /// The one-way runs alone (`exchange` runs them after each replied run).
@@ -201,6 +205,19 @@ impl Settings {
             ),
             Err(_) => None,
         };
+        let loads = match std::env::var("MEV_BENCH_LOADS") {
+            Ok(v) => v
+                .split(',')
+                .map(|l| {
+                    l.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|l| *l > 0.0 && *l <= 1.0)
+                        .with_context(|| format!("MEV_BENCH_LOADS: {l:?} is not in (0, 1]"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            Err(_) => LOADS.to_vec(),
+        };
         let has = |p: &str| parts.iter().any(|x| x == p);
         Ok(Settings {
             n: num("MEV_BENCH_N", 20_000)?,
@@ -210,6 +227,7 @@ impl Settings {
             window: num("MEV_BENCH_WINDOW", 512)?,
             bytes: num("MEV_BENCH_BYTES", 2048)?,
             rate,
+            loads,
             relay: has("relay"),
             exchange: has("exchange"),
             oneway: has("oneway") || has("exchange"),
@@ -1849,7 +1867,7 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
         };
         println!(
             "[latency] open loop at {} of {:.0} round trips/s, {} s per step, load average {}",
-            LOADS
+            s.loads
                 .iter()
                 .map(|l| format!("{:.0}%", l * 100.0))
                 .collect::<Vec<_>>()
@@ -1867,7 +1885,7 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
             }
         };
         let mut result = Ok(());
-        for load in LOADS {
+        for &load in &s.loads {
             let r = max_rate * load;
             let step = async {
                 let rl = relay_open_loop(&relay, r, s.secs, relay_bytes, s.window).await?;
