@@ -5,6 +5,12 @@
 //! Ed25519 signature of every envelope). Prints figures; asserts nothing
 //! about time. `cargo bench -p mev-broker --bench journal`; `MEV_BENCH_ENTRIES`
 //! changes the count.
+//!
+//! First, what one durable commit costs whatever it carries: the same
+//! entries appended 1, 16 and 256 to a transaction, with the CPU (user and
+//! system: the fsync's work in the kernel counts) and the bytes written per
+//! entry and per commit. At low load every message is a transaction of its
+//! own in each store, so this fixed cost is what a quiet exchange pays.
 
 use mev_broker::journal::audit;
 use mev_broker::pki::{DevPki, KeyAlg};
@@ -44,14 +50,63 @@ fn main() {
         )
         .expect("seal"),
     );
+    let zones: std::collections::HashMap<_, _> = register
+        .agencies()
+        .map(|a| (a.id.clone(), a.jurisdiction.time_zone))
+        .collect();
+    let event = |k: u64, at_ms: i64| Event {
+        at_ms,
+        kind: EventKind::Received,
+        message_id: format!("0190c6e0-0000-7000-8000-{k:012}"),
+        sender: consumer.clone(),
+        recipient: service.provider.clone(),
+        service: service.number.clone(),
+        in_reply_to: String::new(),
+        code: 0,
+        reason: String::new(),
+        deadline_ms: None,
+        late_by_ms: None,
+    };
+
+    println!(
+        "durable commits: {} B signed envelopes appended as journal entries, per transaction size",
+        envelope.len()
+    );
+    for per_txn in [1u64, 16, 256] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        store.set_zones(|| zones.clone());
+        let entries = if per_txn == 1 { 2_000 } else { 16_384 };
+        let now = chrono::Utc::now().timestamp_millis();
+        let before = Usage::now();
+        let mut i = 0;
+        while i < entries {
+            let end = (i + per_txn).min(entries);
+            store
+                .write(|t| {
+                    for k in i..end {
+                        t.record_with(&event(k, now + k as i64), &envelope)?;
+                    }
+                    Ok(())
+                })
+                .expect("append");
+            i = end;
+        }
+        let used = Usage::now().since(&before);
+        let commits = entries.div_ceil(per_txn) as f64;
+        println!(
+            "  {per_txn:>3} per commit: {:>6.0} entries/s; per entry {:>5.0} µs CPU, {:>5.1} KB written; per commit {:>6.0} µs CPU, {:>6.1} KB written",
+            entries as f64 / used.wall,
+            used.cpu * 1e6 / entries as f64,
+            used.written as f64 / 1024.0 / entries as f64,
+            used.cpu * 1e6 / commits,
+            used.written as f64 / 1024.0 / commits
+        );
+    }
+
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
-    store.set_zones(|| {
-        register
-            .agencies()
-            .map(|a| (a.id.clone(), a.jurisdiction.time_zone))
-            .collect()
-    });
+    store.set_zones(|| zones.clone());
     println!(
         "journal benchmark: {n} entries, each with a {} B signed envelope, 256 per transaction",
         envelope.len()
@@ -66,20 +121,7 @@ fn main() {
         store
             .write(|t| {
                 for k in i..end {
-                    let ev = Event {
-                        at_ms: now + k as i64,
-                        kind: EventKind::Received,
-                        message_id: format!("0190c6e0-0000-7000-8000-{k:012}"),
-                        sender: consumer.clone(),
-                        recipient: service.provider.clone(),
-                        service: service.number.clone(),
-                        in_reply_to: String::new(),
-                        code: 0,
-                        reason: String::new(),
-                        deadline_ms: None,
-                        late_by_ms: None,
-                    };
-                    t.record_with(&ev, &envelope)?;
+                    t.record_with(&event(k, now + k as i64), &envelope)?;
                 }
                 Ok(())
             })
@@ -131,4 +173,53 @@ fn main() {
         proof.path.len(),
         started.elapsed().as_secs_f64() * 1e3
     );
+}
+
+/// This process's CPU time (user and system) and bytes written to storage.
+struct Usage {
+    at: Instant,
+    ticks: u64,
+    written: u64,
+}
+
+/// What was used between two [`Usage`] readings.
+struct Used {
+    wall: f64,
+    /// Seconds of CPU.
+    cpu: f64,
+    written: u64,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let stat = read("/proc/self/stat");
+        // After the command name: utime and stime are fields 14 and 15.
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let ticks = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+        let written = read("/proc/self/io")
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Usage {
+            at: Instant::now(),
+            ticks,
+            written,
+        }
+    }
+
+    fn since(&self, before: &Usage) -> Used {
+        Used {
+            wall: self.at.duration_since(before.at).as_secs_f64().max(1e-9),
+            // /proc counts in clock ticks of 1/100 s (`CLK_TCK` on Linux).
+            cpu: self.ticks.saturating_sub(before.ticks) as f64 / 100.0,
+            written: self.written.saturating_sub(before.written),
+        }
+    }
 }
