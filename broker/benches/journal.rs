@@ -68,6 +68,18 @@ fn main() {
         late_by_ms: None,
     };
 
+    // Entries `keys` (their times from `now` on), in one durable commit.
+    let append_to = |store: &Store, keys: std::ops::Range<u64>, now: i64| {
+        store
+            .write(|t| {
+                for k in keys {
+                    t.record_with(&event(k, now + k as i64), &envelope)?;
+                }
+                Ok(())
+            })
+            .expect("append");
+    };
+
     println!(
         "durable commits: {} B signed envelopes appended as journal entries, per transaction size",
         envelope.len()
@@ -78,18 +90,12 @@ fn main() {
         store.set_zones(|| zones.clone());
         let entries = if per_txn == 1 { 2_000 } else { 16_384 };
         let now = chrono::Utc::now().timestamp_millis();
+        let append = |keys| append_to(&store, keys, now);
         let before = Usage::now();
         let mut i = 0;
         while i < entries {
             let end = (i + per_txn).min(entries);
-            store
-                .write(|t| {
-                    for k in i..end {
-                        t.record_with(&event(k, now + k as i64), &envelope)?;
-                    }
-                    Ok(())
-                })
-                .expect("append");
+            append(i..end);
             i = end;
         }
         let used = Usage::now().since(&before);
@@ -140,14 +146,7 @@ fn main() {
     let mut checkpoints = 0;
     while i < n {
         let end = (i + 256).min(n);
-        store
-            .write(|t| {
-                for k in i..end {
-                    t.record_with(&event(k, now + k as i64), &envelope)?;
-                }
-                Ok(())
-            })
-            .expect("append");
+        append_to(&store, i..end, now);
         // A checkpoint every 100,000 entries, as the broker writes one every 10 s.
         let crossed = end / 100_000 != i / 100_000;
         i = end;

@@ -397,6 +397,23 @@ mod tests {
             .collect()
     }
 
+    /// `ack_in_turn` for deliveries `indexes`, after `earlier`, telling `done`.
+    async fn ack(
+        log: &Log,
+        indexes: std::ops::Range<usize>,
+        recorded: bool,
+        earlier: Option<oneshot::Receiver<bool>>,
+        done: oneshot::Sender<bool>,
+    ) {
+        ack_in_turn(
+            &batch(log, indexes),
+            recorded,
+            recorded,
+            AckTurn { earlier, done },
+        )
+        .await;
+    }
+
     /// Lets every spawned task run as far as it can.
     async fn settle_tasks() {
         for _ in 0..10 {
@@ -409,29 +426,14 @@ mod tests {
         let log: Log = Arc::default();
         let (first_done, first) = oneshot::channel();
         let (second_done, second) = oneshot::channel();
-        let later = batch(&log, 3..6);
-        let task = tokio::spawn(async move {
-            let turn = AckTurn {
-                earlier: Some(first),
-                done: second_done,
-            };
-            ack_in_turn(&later, true, true, turn).await;
-        });
+        let later = log.clone();
+        let task =
+            tokio::spawn(async move { ack(&later, 3..6, true, Some(first), second_done).await });
         settle_tasks().await;
         // Its `multiple` ack would also cover the earlier batch's deliveries,
         // which may not be durable yet: nothing is acked until that batch says so.
         assert!(log.lock().unwrap().is_empty());
-        let earlier = batch(&log, 0..3);
-        ack_in_turn(
-            &earlier,
-            true,
-            true,
-            AckTurn {
-                earlier: None,
-                done: first_done,
-            },
-        )
-        .await;
+        ack(&log, 0..3, true, None, first_done).await;
         task.await.unwrap();
         assert_eq!(*log.lock().unwrap(), [(2, "through"), (5, "through")]);
         assert!(
@@ -448,27 +450,9 @@ mod tests {
         drop(first_done);
         let (second_done, second) = oneshot::channel();
         let (third_done, third) = oneshot::channel();
-        ack_in_turn(
-            &batch(&log, 0..2),
-            true,
-            true,
-            AckTurn {
-                earlier: Some(first),
-                done: second_done,
-            },
-        )
-        .await;
+        ack(&log, 0..2, true, Some(first), second_done).await;
         // The broken chain is passed on: the third batch acks one by one too.
-        ack_in_turn(
-            &batch(&log, 2..4),
-            true,
-            true,
-            AckTurn {
-                earlier: Some(second),
-                done: third_done,
-            },
-        )
-        .await;
+        ack(&log, 2..4, true, Some(second), third_done).await;
         assert_eq!(
             *log.lock().unwrap(),
             [(0, "ack"), (1, "ack"), (2, "ack"), (3, "ack")]
@@ -482,26 +466,8 @@ mod tests {
         let (first_done, first) = oneshot::channel();
         let (second_done, second) = oneshot::channel();
         // Not recorded, and its requeue failed: nothing acked, chain broken.
-        ack_in_turn(
-            &batch(&log, 0..2),
-            false,
-            false,
-            AckTurn {
-                earlier: None,
-                done: first_done,
-            },
-        )
-        .await;
-        ack_in_turn(
-            &batch(&log, 2..5),
-            true,
-            true,
-            AckTurn {
-                earlier: Some(first),
-                done: second_done,
-            },
-        )
-        .await;
+        ack(&log, 0..2, false, None, first_done).await;
+        ack(&log, 2..5, true, Some(first), second_done).await;
         assert_eq!(*log.lock().unwrap(), [(2, "ack"), (3, "ack"), (4, "ack")]);
         assert!(!second.await.unwrap());
     }
