@@ -37,7 +37,7 @@ use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::trust::TrustStore;
 use mev_tests::proxy::Proxy;
-use mev_tests::{amqp_url, load_register, Cast, BROKER_ID};
+use mev_tests::{amqp_url, load_register, median, Cast, BROKER_ID};
 use prost::Message as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -619,19 +619,6 @@ fn print_broker(run: usize, n: usize, r: &BrokerRun) {
         "MISMATCH: messages lost"
     };
     println!("  inbox queue depth: {} of {n} ({verdict})", r.inbox);
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 fn summary(s: &Settings, adapter: &[AdapterRun], broker: &[BrokerRun]) {

@@ -46,6 +46,21 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The exchange's id in its certificate.
 pub const BROKER_ID: &str = "MEV-EXCHANGE";
 
+/// The median of `v` (the mean of the middle two of an even count; NaN
+/// for none): benches report medians of repeated runs.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
 /// A bench binary's entry: runs `body` on a multi-thread runtime and exits
 /// 0 when it returns `Ok(true)`; 1 when it returns `Ok(false)` (saying
 /// `missing`) or fails, or the runtime cannot start. Messages start with `name`.

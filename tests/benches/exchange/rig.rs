@@ -145,20 +145,15 @@ impl ExchangeRig {
                 payload: payload.clone(),
             })
         };
-        let config = AdapterConfig::new(
-            flow.provider.clone(),
-            fx.trust.clone(),
-            fx.verifier.clone(),
-            BROKER_ID,
-        )
-        .with_data_dir(self.dir.path().join("provider"));
-        let provider = step(
-            "the provider's adapter to connect",
-            Adapter::connect(transport(namespace, "provider"), config, Some(handler)),
-        )
-        .await?
-        .context("connecting the provider's adapter")?;
-        drain_events(&provider);
+        let provider = self
+            .connect_adapter(
+                namespace,
+                "provider",
+                flow.provider.clone(),
+                fx,
+                Some(handler),
+            )
+            .await?;
         self.provider = Some(provider);
         Ok(())
     }
@@ -168,22 +163,39 @@ impl ExchangeRig {
         fx: &Fixture,
         namespace: &str,
     ) -> anyhow::Result<()> {
-        let config = AdapterConfig::new(
-            fx.consumer.clone(),
-            fx.trust.clone(),
-            fx.verifier.clone(),
-            BROKER_ID,
-        )
-        .with_data_dir(self.dir.path().join("consumer"));
-        let consumer = step(
-            "the consumer's adapter to connect",
-            Adapter::connect(transport(namespace, "consumer"), config, None::<NoHandler>),
-        )
-        .await?
-        .context("connecting the consumer's adapter")?;
-        drain_events(&consumer);
+        let consumer = self
+            .connect_adapter(
+                namespace,
+                "consumer",
+                fx.consumer.clone(),
+                fx,
+                None::<NoHandler>,
+            )
+            .await?;
         self.consumer = Some(Arc::new(consumer));
         Ok(())
+    }
+
+    /// Connects `role`'s adapter for `identity`, its store in this rig's
+    /// directory, its events drained.
+    async fn connect_adapter<H: mev_adapter::Handler>(
+        &self,
+        namespace: &str,
+        role: &str,
+        identity: Identity,
+        fx: &Fixture,
+        handler: Option<H>,
+    ) -> anyhow::Result<Adapter<Amqp>> {
+        let config = AdapterConfig::new(identity, fx.trust.clone(), fx.verifier.clone(), BROKER_ID)
+            .with_data_dir(self.dir.path().join(role));
+        let adapter = step(
+            &format!("the {role}'s adapter to connect"),
+            Adapter::connect(transport(namespace, role), config, handler),
+        )
+        .await?
+        .with_context(|| format!("connecting the {role}'s adapter"))?;
+        drain_events(&adapter);
+        Ok(adapter)
     }
 
     pub(crate) fn consumer(&self) -> anyhow::Result<Arc<Adapter<Amqp>>> {
