@@ -5,9 +5,11 @@
 //! Publishing is pipelined: up to [`ROUNDS_IN_FLIGHT`] rounds of up to
 //! [`TAKE`] messages await their confirms while the next round is read and
 //! published, so a message committed during a round does not wait for it.
-//! Rounds are read from a cursor past the last entry taken; after a failure,
-//! or whenever nothing is in flight, the next read starts again from the
-//! oldest entry, so whatever failed or was skipped is taken again.
+//! Rounds are read from a cursor past the last entry taken. After a failure,
+//! or once a recipient whose entries a read skipped (it was backing off) may
+//! receive again, no new round starts until those in flight are done, and
+//! the next read starts again from the oldest entry, so whatever failed or
+//! was skipped is taken again.
 //!
 //! Whatever cannot be delivered stays on disk and is retried (KZ order §9;
 //! Tatarstan §1.3): an outage or a lost connection backs off every
@@ -70,9 +72,13 @@ struct Drain<T> {
     in_flight: VecDeque<Round>,
     /// The next read starts here (past every entry in flight).
     cursor: u64,
-    /// A round failed: start no new round until those in flight are done,
+    /// A round failed, or a recipient whose entries were skipped takes
+    /// messages again: start no new round until those in flight are done,
     /// then read again from the oldest entry.
     rescan: bool,
+    /// Recipients whose entries a read skipped (they were backing off), so
+    /// that some of theirs are behind the cursor until the next rescan.
+    skipped: HashSet<String>,
 }
 
 /// Drains the outbox until `shutdown` flips to true.
@@ -91,6 +97,7 @@ pub async fn run<T: Transport>(
         in_flight: VecDeque::new(),
         cursor: 0,
         rescan: false,
+        skipped: HashSet::new(),
     };
     loop {
         if *shutdown.borrow() {
@@ -111,10 +118,16 @@ pub async fn run<T: Transport>(
             return;
         }
         let now = Instant::now();
-        if d.in_flight.is_empty() && (d.rescan || d.backoff_ended(now)) {
+        if d.skipped_may_go(now) {
+            // Their entries are behind the cursor: a later entry of theirs,
+            // read past them, must not be the only one published.
+            d.rescan = true;
+        }
+        if d.in_flight.is_empty() && (d.rescan || d.link_backoff_ended(now)) {
             // Take again what failed, or waited for a back-off to end.
             d.cursor = 0;
             d.rescan = false;
+            d.skipped.clear();
         }
         let held = d.rescan || d.global.as_ref().is_some_and(|w| w.until > now);
         if d.in_flight.is_empty() {
@@ -170,11 +183,17 @@ pub async fn run<T: Transport>(
 }
 
 impl<T: Transport> Drain<T> {
-    /// Whether some recipient's back-off has ended (its entries, skipped
-    /// while it lasted, are behind the cursor) or the link's has.
-    fn backoff_ended(&self, now: Instant) -> bool {
+    /// Whether the link's back-off has ended.
+    fn link_backoff_ended(&self, now: Instant) -> bool {
         self.global.as_ref().is_some_and(|w| w.until <= now)
-            || self.routes.values().any(|w| w.until <= now)
+    }
+
+    /// Whether a recipient whose entries were skipped is no longer backing
+    /// off (its back-off ended, or a later entry of its went through).
+    fn skipped_may_go(&self, now: Instant) -> bool {
+        self.skipped
+            .iter()
+            .any(|r| self.routes.get(r).is_none_or(|w| w.until <= now))
     }
 
     /// Reads the next round from the cursor and publishes it; `Ok(false)`
@@ -191,11 +210,22 @@ impl<T: Transport> Drain<T> {
             let from = self.cursor;
             let skip = blocked.clone();
             let read = match tokio::task::spawn_blocking(move || {
-                s.outbox_next(from, SCAN, TAKE, |e| skip.contains(&e.to))
+                let mut skipped = HashSet::new();
+                let read = s.outbox_next(from, SCAN, TAKE, |e| {
+                    let blocked = skip.contains(&e.to);
+                    if blocked && !skipped.contains(&e.to) {
+                        skipped.insert(e.to.clone());
+                    }
+                    blocked
+                });
+                read.map(|r| (r, skipped))
             })
             .await
             {
-                Ok(Ok(read)) => read,
+                Ok(Ok((read, skipped))) => {
+                    self.skipped.extend(skipped);
+                    read
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot read the outbox");
                     return Err(());
@@ -349,5 +379,136 @@ async fn wait(store: &Store, shutdown: &mut watch::Receiver<bool>, until: Instan
         _ = store.outbox_changed() => {}
         _ = tokio::time::sleep_until(until) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mev_adapter::transport::{Confirms, Consumer, Names, QueueDepth};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    /// Confirms every publish after `DELAY`, nacking those to an inbox while
+    /// it is full; records what was confirmed.
+    #[derive(Clone)]
+    struct Scripted {
+        names: Names,
+        full: Arc<AtomicBool>,
+        confirmed: Arc<Mutex<Vec<String>>>,
+    }
+
+    const DELAY: Duration = Duration::from_secs(1);
+    const FULL: &str = "X";
+
+    impl Transport for Scripted {
+        fn names(&self) -> &Names {
+            &self.names
+        }
+        async fn declare_ingress(&self) -> Result<(), TransportError> {
+            Ok(())
+        }
+        async fn declare_inbox(&self, _agency: &str) -> Result<(), TransportError> {
+            Ok(())
+        }
+        async fn publish_batch(&self, messages: Vec<Outgoing>) -> Vec<Result<(), TransportError>> {
+            self.publish_start(messages).await.await
+        }
+        #[allow(clippy::async_yields_async)]
+        async fn publish_start(&self, messages: Vec<Outgoing>) -> Confirms {
+            // Whether the inbox takes a message is decided when it arrives.
+            let results: Vec<Result<(), TransportError>> = messages
+                .iter()
+                .map(|m| match &m.route {
+                    Route::Inbox(to) if to == FULL && self.full.load(Ordering::SeqCst) => {
+                        Err(TransportError::Nacked)
+                    }
+                    _ => Ok(()),
+                })
+                .collect();
+            let confirmed = self.confirmed.clone();
+            Box::pin(async move {
+                tokio::time::sleep(DELAY).await;
+                let mut c = confirmed.lock().unwrap();
+                for (m, r) in messages.iter().zip(&results) {
+                    if r.is_ok() {
+                        c.push(m.message_id.clone());
+                    }
+                }
+                results
+            })
+        }
+        async fn consume(&self, _queue: &str, _prefetch: u16) -> Result<Consumer, TransportError> {
+            Err(TransportError::Other("not consumed here".into()))
+        }
+        async fn queue_depth(&self, _queue: &str) -> Result<QueueDepth, TransportError> {
+            Err(TransportError::Other("no queues here".into()))
+        }
+    }
+
+    fn enqueue(store: &Store, to: &str, id: &str) {
+        store
+            .write(|t| {
+                let entry = t.record_with(
+                    &Event {
+                        message_id: id.into(),
+                        recipient: to.into(),
+                        ..Event::new(0, EventKind::Received)
+                    },
+                    id.as_bytes(),
+                )?;
+                t.enqueue(&OutboxEntry {
+                    to: to.into(),
+                    message_id: id.into(),
+                    purpose: Purpose::Forward,
+                    entry: Some(entry),
+                })
+            })
+            .unwrap();
+    }
+
+    /// Entries skipped while their recipient backed off are published once
+    /// it takes messages again, even when a later entry of the same
+    /// recipient, read past them, went through first (guaranteed delivery:
+    /// KZ order §9; Tatarstan §1.3).
+    #[tokio::test(start_paused = true)]
+    async fn entries_skipped_during_a_back_off_are_published_after_it() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        store.set_zones(HashMap::new);
+        let transport = Scripted {
+            names: Names::new("test"),
+            full: Arc::new(AtomicBool::new(true)),
+            confirmed: Arc::default(),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(
+            store.clone(),
+            transport.clone(),
+            Arc::new(Counters::default()),
+            stop_rx,
+        ));
+        let start = Instant::now();
+        // X's inbox is full: these are nacked after a second, and X backs
+        // off (~50 ms); the next read skips them.
+        for i in 1..=5 {
+            enqueue(&store, FULL, &format!("x{i}"));
+        }
+        tokio::time::sleep_until(start + DELAY + Duration::from_millis(10)).await;
+        // A round for another recipient goes out while X backs off, and
+        // stays in flight (its confirm takes a second).
+        enqueue(&store, "Y", "y1");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        transport.full.store(false, Ordering::SeqCst);
+        // X's back-off is over; a new entry for X is read past the skipped
+        // ones, while the round for Y is still in flight.
+        tokio::time::sleep_until(start + DELAY + Duration::from_millis(200)).await;
+        enqueue(&store, FULL, "x6");
+        tokio::time::sleep(10 * DELAY).await;
+        let mut confirmed = transport.confirmed.lock().unwrap().clone();
+        confirmed.sort();
+        assert_eq!(confirmed, ["x1", "x2", "x3", "x4", "x5", "x6", "y1"]);
+        assert_eq!(store.outbox_depth().unwrap(), 0);
+        stop.send(true).unwrap();
+        task.await.unwrap();
     }
 }

@@ -60,7 +60,7 @@ impl Store {
         from: u64,
         scan: usize,
         take: usize,
-        skip: impl Fn(&OutboxEntry) -> bool,
+        mut skip: impl FnMut(&OutboxEntry) -> bool,
     ) -> Result<OutboxRead, StoreError> {
         let tx = self.db.begin_read()?;
         let outbox = tx.open_table(OUTBOX)?;
