@@ -9,7 +9,7 @@
 //! or once a recipient whose entries a read skipped (it was backing off) may
 //! receive again, no new round starts until those in flight are done, and
 //! the next read starts again from the oldest entry, so whatever failed or
-//! was skipped is taken again.
+//! was skipped is taken again; so it does at least every [`SWEEP`].
 //!
 //! Whatever cannot be delivered stays on disk and is retried (KZ order §9;
 //! Tatarstan §1.3): an outage or a lost connection backs off every
@@ -40,6 +40,10 @@ pub const ROUNDS_IN_FLIGHT: usize = 4;
 const SCAN: usize = 16 * 1024;
 /// Longest wait between two looks at the store, whatever happens.
 const IDLE: Duration = Duration::from_secs(1);
+/// Longest the drain goes without reading again from the oldest entry: a
+/// sweep, so that an entry left behind the cursor by any path waits at most
+/// this long, not for ever.
+const SWEEP: Duration = Duration::from_secs(30);
 /// How long a stop waits for the confirms of rounds in flight.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -79,6 +83,8 @@ struct Drain<T> {
     /// Recipients whose entries a read skipped (they were backing off), so
     /// that some of theirs are behind the cursor until the next rescan.
     skipped: HashSet<String>,
+    /// When the last read from the oldest entry was.
+    swept: Instant,
 }
 
 /// Drains the outbox until `shutdown` flips to true.
@@ -98,6 +104,7 @@ pub async fn run<T: Transport>(
         cursor: 0,
         rescan: false,
         skipped: HashSet::new(),
+        swept: Instant::now(),
     };
     loop {
         if *shutdown.borrow() {
@@ -118,7 +125,7 @@ pub async fn run<T: Transport>(
             return;
         }
         let now = Instant::now();
-        if d.skipped_may_go(now) {
+        if d.skipped_may_go(now) || now >= d.swept + SWEEP {
             // Their entries are behind the cursor: a later entry of theirs,
             // read past them, must not be the only one published.
             d.rescan = true;
@@ -128,6 +135,7 @@ pub async fn run<T: Transport>(
             d.cursor = 0;
             d.rescan = false;
             d.skipped.clear();
+            d.swept = now;
         }
         let held = d.rescan || d.global.as_ref().is_some_and(|w| w.until > now);
         if d.in_flight.is_empty() {
@@ -448,22 +456,7 @@ mod tests {
 
     fn enqueue(store: &Store, to: &str, id: &str) {
         store
-            .write(|t| {
-                let entry = t.record_with(
-                    &Event {
-                        message_id: id.into(),
-                        recipient: to.into(),
-                        ..Event::new(0, EventKind::Received)
-                    },
-                    id.as_bytes(),
-                )?;
-                t.enqueue(&OutboxEntry {
-                    to: to.into(),
-                    message_id: id.into(),
-                    purpose: Purpose::Forward,
-                    entry: Some(entry),
-                })
-            })
+            .write(|t| crate::store::tests::forward(t, to, id, 0))
             .unwrap();
     }
 
@@ -503,7 +496,9 @@ mod tests {
         // ones, while the round for Y is still in flight.
         tokio::time::sleep_until(start + DELAY + Duration::from_millis(200)).await;
         enqueue(&store, FULL, "x6");
-        tokio::time::sleep(10 * DELAY).await;
+        // Well before the next sweep.
+        tokio::time::sleep(5 * DELAY).await;
+        assert!(5 * DELAY < SWEEP);
         let mut confirmed = transport.confirmed.lock().unwrap().clone();
         confirmed.sort();
         assert_eq!(confirmed, ["x1", "x2", "x3", "x4", "x5", "x6", "y1"]);

@@ -539,7 +539,7 @@ impl Txn<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn event(kind: EventKind) -> Event {
@@ -601,7 +601,12 @@ mod tests {
 
     /// Accepts message `id` (its envelope: the id's bytes), journals it
     /// and puts it in the outbox for `to`; returns the outbox sequence.
-    fn forward(t: &mut Txn<'_>, to: &str, id: &str, at_ms: i64) -> Result<u64, StoreError> {
+    pub(crate) fn forward(
+        t: &mut Txn<'_>,
+        to: &str,
+        id: &str,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
         t.accept(id, &[id.len() as u8; 32], at_ms)?;
         let entry = t.record_with(
             &Event {
