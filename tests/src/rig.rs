@@ -491,7 +491,9 @@ impl Rig {
                 break;
             }
             if last_print.elapsed() > Duration::from_secs(10) {
-                println!(
+                // On standard error, which the test harness does not capture:
+                // a run that stalls shows where it stands in CI's log.
+                eprintln!(
                     "[{title}] waiting: {answered}/{sent} answered, broker outbox {:?}",
                     self.broker_outbox_depth()
                 );
