@@ -1,0 +1,247 @@
+//! Unit tests of `prometheus`.
+
+use super::*;
+use crate::http::{
+    AgencyRow, CodeCount, QueueRow, RabbitStatus, StatusReport, StoreStatus, TimeSummary, Totals,
+};
+use crate::metrics::{Histogram, SlaCounts, SlaRow, REPLY_BUCKETS, ROUTING_BUCKETS};
+use std::time::Duration;
+
+fn observed() -> Observed {
+    let routing = Histogram::new(ROUTING_BUCKETS);
+    routing.observe_n(Duration::from_micros(1800), 40);
+    routing.observe_n(Duration::from_millis(30), 3);
+    routing.observe(Duration::from_secs(20));
+    let reply = Histogram::new(REPLY_BUCKETS);
+    reply.observe(Duration::from_millis(2300));
+    let summary = TimeSummary {
+        count: 0,
+        mean_ms: None,
+        p50_ms: None,
+        p95_ms: None,
+        p99_ms: None,
+    };
+    let counts = SlaCounts {
+        on_time: 3,
+        late: 1,
+        breached: 2,
+        at_risk: 4,
+        late_dispatch: 0,
+    };
+    Observed {
+        report: StatusReport {
+            broker_id: "MEV-EXCHANGE".into(),
+            namespace: "mev".into(),
+            version: "0.1.0".into(),
+            now: "2026-01-01T00:00:00.000Z".into(),
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            uptime_secs: 12,
+            rabbitmq: RabbitStatus {
+                connected: true,
+                last_poll_at: None,
+                last_poll_age_secs: Some(1.5),
+                poll_every_secs: 5.0,
+                error: None,
+            },
+            store: StoreStatus {
+                open: true,
+                error: None,
+            },
+            ingress: Some(QueueRow {
+                messages: 2,
+                consumers: 1,
+            }),
+            outbox_depth: 1,
+            open_requests: 7,
+            timers_armed: 14,
+            dedup_ids: 100,
+            agencies: vec![
+                AgencyRow {
+                    id: "UZ-GNK".into(),
+                    name: "Tax \"committee\"\nof \\ Uzbekistan".into(),
+                    inbox_depth: Some(5),
+                    consumers: Some(1),
+                    open_requests: 7,
+                    sla: counts,
+                },
+                AgencyRow {
+                    id: "UZ-ARXIV".into(),
+                    name: "Archive".into(),
+                    inbox_depth: None,
+                    consumers: None,
+                    open_requests: 0,
+                    sla: SlaCounts::default(),
+                },
+            ],
+            totals: Totals {
+                accepted: [("reply".to_string(), 3), ("request".to_string(), 10)].into(),
+                accepted_total: 13,
+                rejected_total: 2,
+                rejected: vec![CodeCount {
+                    code: 201,
+                    name: "bad_signature".into(),
+                    count: 2,
+                }],
+                duplicates: 1,
+                garbage: 0,
+                receipts_delivered: 12,
+                forwards_delivered: 13,
+                notices_delivered: 0,
+                publish_retries: 0,
+                batches: 4,
+                inbox_depth: 5,
+                sla: counts,
+            },
+            sla: vec![SlaRow {
+                agency: "UZ-GNK".into(),
+                service: "svc \"quoted\"".into(),
+                counts,
+            }],
+            routing_time: summary.clone(),
+            reply_time: summary,
+            recent_rejections: vec![],
+        },
+        routing: routing.snapshot(),
+        reply: reply.snapshot(),
+        open_by_agency: [("UZ-GNK".to_string(), 7)].into(),
+        events: 30,
+    }
+}
+
+#[test]
+fn metrics_output_is_valid_prometheus_text() {
+    let text = render(&observed());
+    let e = check(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    // Every family has HELP and TYPE; every sample belongs to a declared family.
+    for s in &e.samples {
+        let family = family_of(&s.name, &e.types);
+        assert!(e.types.contains_key(family), "{} has no TYPE", s.name);
+        assert!(e.help.contains_key(family), "{} has no HELP", s.name);
+        assert!(family.starts_with("mev_"), "{family}");
+    }
+    for (name, kind) in &e.types {
+        if kind == "counter" {
+            assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            );
+        }
+    }
+    assert_eq!(
+        e.value("mev_inbox_messages", &[("agency", "UZ-GNK")]),
+        Some(5.0)
+    );
+    assert_eq!(
+        e.value("mev_inbox_messages", &[("agency", "UZ-ARXIV")]),
+        None
+    );
+    assert_eq!(
+        e.value(
+            "mev_deadline_outcomes_total",
+            &[("service", "svc \"quoted\""), ("outcome", "breached")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        e.value("mev_rejections_total", &[("code", "201")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        e.value("mev_routing_seconds_bucket", &[("le", "0.0025")]),
+        Some(40.0)
+    );
+    assert_eq!(
+        e.value("mev_routing_seconds_bucket", &[("le", "0.05")]),
+        Some(43.0)
+    );
+    assert_eq!(
+        e.value("mev_routing_seconds_bucket", &[("le", "+Inf")]),
+        Some(44.0)
+    );
+    assert_eq!(e.value("mev_routing_seconds_count", &[]), Some(44.0));
+    assert_eq!(
+        e.value("mev_reply_seconds_bucket", &[("le", "2")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        e.value("mev_reply_seconds_bucket", &[("le", "5")]),
+        Some(1.0)
+    );
+    let sum = e.value("mev_reply_seconds_sum", &[]).unwrap();
+    assert!((sum - 2.3).abs() < 1e-9, "{sum}");
+    assert_eq!(
+        e.value("mev_build_info", &[("broker", "MEV-EXCHANGE")]),
+        Some(1.0)
+    );
+}
+
+/// Every `mev_*` metric the deploy/ files query is one `/metrics` has.
+#[test]
+fn deploy_files_name_only_real_metrics() {
+    let e = check(&render(&observed())).unwrap();
+    let known: BTreeSet<&str> = e.types.keys().map(String::as_str).collect();
+    for (file, text) in [
+        (
+            "grafana/mev-dashboard.json",
+            include_str!("../../../../deploy/grafana/mev-dashboard.json"),
+        ),
+        (
+            "prometheus/mev-alerts.yml",
+            include_str!("../../../../deploy/prometheus/mev-alerts.yml"),
+        ),
+    ] {
+        let mut rest = text;
+        let mut seen = 0;
+        while let Some(i) = rest.find("mev_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| known.contains(b)))
+                .unwrap_or(&name);
+            assert!(known.contains(family), "{file}: {name} is not a metric");
+            seen += 1;
+        }
+        assert!(seen >= 3, "{file} names the metrics");
+    }
+}
+
+#[test]
+fn the_checker_refuses_broken_expositions() {
+    let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n";
+    check(ok).unwrap();
+    let bad = [
+            ("a_total 1", "newline"),
+            ("# TYPE a counter\n# TYPE a gauge\na 1\n", "TYPE repeated"),
+            ("a 1\n# TYPE a gauge\n", "TYPE after"),
+            ("# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\na{x=\"1\"} 2\n", "contiguous"),
+            ("# TYPE a gauge\na{x=\"1\"} 1\na{x=\"1\"} 2\n", "repeated"),
+            ("# TYPE 1a gauge\n", "invalid metric name"),
+            ("# TYPE a gauge\na{x=\"1\\q\"} 1\n", "escape"),
+            ("# TYPE a gauge\na one\n", "invalid value"),
+            ("# TYPE a counter\na -1\n", "negative"),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"2\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n",
+                "cumulative",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_sum 1\nh_count 2\n",
+                "+Inf",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n",
+                "differs",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n",
+                "_sum",
+            ),
+        ];
+    for (text, why) in bad {
+        let err = check(text).expect_err(text);
+        assert!(err.contains(why), "{text:?}: {err}");
+    }
+}
