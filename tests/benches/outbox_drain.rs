@@ -37,7 +37,7 @@ use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::trust::TrustStore;
 use mev_tests::proxy::Proxy;
-use mev_tests::{amqp_url, load_register, median, Cast, BROKER_ID};
+use mev_tests::{amqp_url, load_register, median, redact, Cast, BROKER_ID};
 use prost::Message as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -679,16 +679,4 @@ fn summary(s: &Settings, adapter: &[AdapterRun], broker: &[BrokerRun]) {
          {} ms; 1st confirm includes the adapter's back-off wake-up of up to 5 s)",
         POLL.as_millis()
     );
-}
-
-/// The URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = &url[s + 3..at];
-            let user = user.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }

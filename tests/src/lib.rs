@@ -46,6 +46,33 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The exchange's id in its certificate.
 pub const BROKER_ID: &str = "MEV-EXCHANGE";
 
+/// A broker on `transport` with the tests' batching (64 messages or 5 ms)
+/// and prefetch (128), started.
+pub async fn start_broker(ctx: Arc<Context>, transport: &Amqp) -> BrokerHandle {
+    let batching = Batching {
+        batch_size: 64,
+        batch_window: Duration::from_millis(5),
+    };
+    within(
+        "the broker to start",
+        Broker::new(ctx, transport.clone(), batching, 128).start(),
+    )
+    .await
+    .expect("broker starts")
+}
+
+/// The URL without its password, for printing.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            let user = user.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The median of `v` (the mean of the middle two of an even count; NaN
 /// for none): benches report medians of repeated runs.
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -396,17 +423,7 @@ impl Exchange {
                 Arc::new(Store::in_memory().expect("in-memory store")),
             )
         });
-        let batching = Batching {
-            batch_size: 64,
-            batch_window: Duration::from_millis(5),
-        };
-        let broker = within(
-            "the broker to start",
-            Broker::new(ctx, transport.clone(), batching, 128).start(),
-        )
-        .await
-        .expect("broker starts");
-        ex.broker = Some(broker);
+        ex.broker = Some(start_broker(ctx, &transport).await);
         for id in agencies {
             let identity = ex
                 .pki

@@ -109,7 +109,7 @@ use mev_proto::crypto::{Identity, RingSigner, RingVerifier, SignatureVerifier};
 use mev_proto::envelope::Limits;
 use mev_proto::pb::SignatureAlgorithm;
 use mev_proto::trust::TrustStore;
-use mev_tests::{amqp_url, load_register, median, BROKER_ID};
+use mev_tests::{amqp_url, load_register, median, redact, BROKER_ID};
 use prost::Message as _;
 use std::path::Path;
 use std::process::ExitCode;

@@ -328,15 +328,3 @@ pub(crate) fn summary_targets(
         "  (one run on a shared 2-core machine: RabbitMQ, the broker and both adapters share it)"
     );
 }
-
-/// The URL without its password.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = &url[s + 3..at];
-            let user = user.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}

@@ -57,16 +57,7 @@ impl Skewed {
                 store.clone(),
             )
         });
-        let batching = Batching {
-            batch_size: 64,
-            batch_window: Duration::from_millis(5),
-        };
-        let broker = within(
-            "the broker to start",
-            Broker::new(ctx, transport.clone(), batching, 128).start(),
-        )
-        .await
-        .expect("broker starts");
+        let broker = mev_tests::start_broker(ctx, &transport).await;
         let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
         let handler = {
             let (handled, register) = (handled.clone(), register.clone());
