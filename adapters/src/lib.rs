@@ -54,6 +54,7 @@ pub mod message;
 mod outbox;
 mod store;
 pub mod transport;
+pub mod wal;
 
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,10 @@
 //! digests) already handled, with a time index to forget them after the
 //! retention window.
 //!
-//! The file is `<data_dir>/adapter-<agency>.redb`; without a data dir the
-//! database lives in memory (nothing survives the process).
+//! The file is `<data_dir>/adapter-<agency>.redb`, with its redo log
+//! `adapter-<agency>.redb.wal` beside it ([`crate::wal`]: a durable commit is
+//! a synced log append; the two files belong together); without a data dir
+//! the database lives in memory (nothing survives the process).
 //!
 //! Tables:
 //! - `outbox`: `u64` sequence → record: a version byte, a route tag byte
@@ -16,15 +18,16 @@
 //! - `dedup_by_time`: (handled-at ms, key) → `()`, to prune old keys in order.
 
 use crate::transport::{Outgoing, Route};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use crate::wal::{Db, Replay};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
 const DEDUP_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_by_time");
+/// Every table a write may touch, for the redo log's replay.
+static TABLES: [&dyn Replay; 3] = [&OUTBOX, &DEDUP, &DEDUP_BY_TIME];
 
 /// The outbox record format written by this version.
 const RECORD_V1: u8 = 1;
@@ -60,7 +63,8 @@ from_redb!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
-    redb::SetDurabilityError
+    redb::SetDurabilityError,
+    crate::wal::Error
 );
 
 /// One message of the outbox.
@@ -72,7 +76,7 @@ pub(crate) struct Entry {
 
 /// The adapter's database.
 pub(crate) struct Store {
-    db: Database,
+    db: Db,
     /// The next outbox sequence. Only the outbox writer inserts, so sequences
     /// follow commit order.
     next_seq: AtomicU64,
@@ -111,17 +115,15 @@ impl Store {
                     reason,
                 };
                 std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
-                Database::create(&path).map_err(|e| failed(e.to_string()))?
+                Db::open(&path, &TABLES).map_err(|e| failed(e.to_string()))?
             }
-            None => {
-                Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?
-            }
+            None => Db::in_memory()?,
         };
-        let tx = db.begin_write()?;
+        let tx = db.begin(true)?;
         let next_seq = {
-            let outbox = tx.open_table(OUTBOX)?;
-            tx.open_table(DEDUP)?;
-            tx.open_table(DEDUP_BY_TIME)?;
+            let outbox = tx.open(OUTBOX)?;
+            tx.open(DEDUP)?;
+            tx.open(DEDUP_BY_TIME)?;
             let last = outbox.last()?.map(|(k, _)| k.value());
             last.map_or(0, |s| s + 1)
         };
@@ -141,16 +143,15 @@ impl Store {
         handled: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
+        let tx = self.db.begin(true)?;
         {
-            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut outbox = tx.open(OUTBOX)?;
             for m in messages {
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                 outbox.insert(seq, encode(m).as_slice())?;
             }
-            let mut dedup = tx.open_table(DEDUP)?;
-            let mut by_time = tx.open_table(DEDUP_BY_TIME)?;
+            let mut dedup = tx.open(DEDUP)?;
+            let mut by_time = tx.open(DEDUP_BY_TIME)?;
             for key in handled.iter().filter(|k| !k.is_empty()) {
                 let old = dedup.insert(key.as_str(), now_ms)?.map(|v| v.value());
                 if let Some(old) = old.filter(|t| *t != now_ms) {
@@ -185,15 +186,10 @@ impl Store {
         if seqs.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        let tx = self.db.begin(durable)?;
         let mut removed = 0;
         {
-            let mut t = tx.open_table(OUTBOX)?;
+            let mut t = tx.open(OUTBOX)?;
             for s in seqs {
                 if t.remove(*s)?.is_some() {
                     removed += 1;
@@ -209,9 +205,7 @@ impl Store {
 
     /// One durable commit, which carries every lazy one before it to disk.
     pub(crate) fn persist(&self) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        tx.commit()?;
+        self.db.begin(true)?.commit()?;
         self.durable_commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -231,11 +225,10 @@ impl Store {
     /// Forgets at most `limit` keys handled before `cutoff_ms`, oldest
     /// first; returns how many. Lazy: a lost prune is simply done again.
     pub(crate) fn prune(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None)?;
+        let tx = self.db.begin(false)?;
         let n = {
-            let mut dedup = tx.open_table(DEDUP)?;
-            let mut by_time = tx.open_table(DEDUP_BY_TIME)?;
+            let mut dedup = tx.open(DEDUP)?;
+            let mut by_time = tx.open(DEDUP_BY_TIME)?;
             let mut old: Vec<(u64, String)> = Vec::new();
             for item in by_time.range::<(u64, &str)>(..(cutoff_ms, ""))?.take(limit) {
                 let (k, _) = item?;

@@ -107,7 +107,8 @@ pub fn load_events(data: &Path) -> Result<Vec<Event>, ReportError> {
         return Err(ReportError::NoStore(file));
     }
     let wrap = |source: StoreError| match source {
-        StoreError::Database(redb::DatabaseError::DatabaseAlreadyOpen) => {
+        StoreError::Database(redb::DatabaseError::DatabaseAlreadyOpen)
+        | StoreError::Wal(mev_adapter::wal::Error::Redb(redb::Error::DatabaseAlreadyOpen)) => {
             ReportError::Busy(file.clone())
         }
         source => ReportError::Store {

@@ -32,13 +32,13 @@ impl Store {
     /// once a segment file holds them (see [`crate::journal::segment`]).
     pub fn journal_seal(&self, upto: u64) -> Result<(), StoreError> {
         let from = self.journal_sealed_upto()?;
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin(true)?;
         {
-            let mut journal = tx.open_table(JOURNAL)?;
+            let mut journal = tx.open(JOURNAL)?;
             for seq in from..upto {
                 journal.remove(seq)?;
             }
-            let mut meta = tx.open_table(META)?;
+            let mut meta = tx.open(META)?;
             meta.insert("sealed_upto", upto.to_be_bytes().as_slice())?;
         }
         tx.commit()?;
@@ -47,8 +47,8 @@ impl Store {
 
     /// Keeps a signed checkpoint (JSON) of the tree at `size`.
     pub fn put_checkpoint(&self, size: u64, checkpoint: &[u8]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(CHECKPOINTS)?.insert(size, checkpoint)?;
+        let tx = self.db.begin(true)?;
+        tx.open(CHECKPOINTS)?.insert(size, checkpoint)?;
         tx.commit()?;
         Ok(())
     }
@@ -128,9 +128,9 @@ impl Store {
     /// `None`, deletes) a journal entry's stored bytes, leaving everything
     /// else as it is.
     pub fn tamper_journal_entry(&self, seq: u64, bytes: Option<&[u8]>) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin(true)?;
         {
-            let mut t = tx.open_table(JOURNAL)?;
+            let mut t = tx.open(JOURNAL)?;
             match bytes {
                 Some(b) => {
                     t.insert(seq, b)?;

@@ -7,9 +7,8 @@
 
 use crate::journal::entry::{leaf_of, Entry, Head};
 use crate::journal::merkle::{to_hex, Frontier, Hash};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use mev_adapter::wal::{Db, Replay, Table};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -45,6 +44,20 @@ const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("journal_c
 /// message id → the signed envelope: where stores written before the journal
 /// became the one copy of every envelope kept them; read, never written now.
 const ENVELOPES: TableDefinition<&str, &[u8]> = TableDefinition::new("envelopes");
+/// Every table a write may touch, for the redo log's replay.
+static TABLES: [&dyn Replay; 11] = [
+    &MESSAGES,
+    &ACCEPTED_AT,
+    &TIMERS,
+    &OUTBOX,
+    &OPEN_REQUESTS,
+    &JOURNAL,
+    &LEAVES,
+    &BY_MESSAGE,
+    &META,
+    &CHECKPOINTS,
+    &ENVELOPES,
+];
 
 /// A store failure. The batch it happened in is not acked and will be redelivered.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +74,8 @@ pub enum StoreError {
     Commit(#[from] redb::CommitError),
     #[error("durability: {0}")]
     Durability(#[from] redb::SetDurabilityError),
+    #[error("{0}")]
+    Wal(#[from] mev_adapter::wal::Error),
     #[error("corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("corrupt journal state: {0}")]
@@ -196,7 +211,7 @@ pub enum EventKind {
 
 /// The broker's database.
 pub struct Store {
-    db: Database,
+    db: Db,
     /// Woken after a commit that put something in the outbox.
     outbox_signal: tokio::sync::Notify,
     /// Woken after a commit that armed a timer.
@@ -247,29 +262,28 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_path_buf(), e))?;
-        let db = Database::create(dir.join("broker.redb"))?;
+        let db = Db::open(&dir.join("broker.redb"), &TABLES)?;
         Self::init(db)
     }
 
     /// A store in memory (the demo's embedded default, unit tests).
     pub fn in_memory() -> Result<Self, StoreError> {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Self::init(db)
+        Self::init(Db::in_memory()?)
     }
 
-    fn init(db: Database) -> Result<Self, StoreError> {
-        let tx = db.begin_write()?;
-        tx.open_table(MESSAGES)?;
-        tx.open_table(OPEN_REQUESTS)?;
-        tx.open_table(JOURNAL)?;
-        tx.open_table(LEAVES)?;
-        tx.open_table(BY_MESSAGE)?;
-        tx.open_table(META)?;
-        tx.open_table(CHECKPOINTS)?;
-        tx.open_table(ENVELOPES)?;
-        tx.open_table(ACCEPTED_AT)?;
-        tx.open_table(OUTBOX)?;
-        tx.open_table(TIMERS)?;
+    fn init(db: Db) -> Result<Self, StoreError> {
+        let tx = db.begin(true)?;
+        tx.open(MESSAGES)?;
+        tx.open(OPEN_REQUESTS)?;
+        tx.open(JOURNAL)?;
+        tx.open(LEAVES)?;
+        tx.open(BY_MESSAGE)?;
+        tx.open(META)?;
+        tx.open(CHECKPOINTS)?;
+        tx.open(ENVELOPES)?;
+        tx.open(ACCEPTED_AT)?;
+        tx.open(OUTBOX)?;
+        tx.open(TIMERS)?;
         tx.commit()?;
         Ok(Store {
             db,
@@ -285,7 +299,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.write_with(Durability::Immediate, f)
+        self.write_with(true, f)
     }
 
     /// Like [`Store::write`], but not made durable until the next durable
@@ -294,22 +308,21 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.write_with(Durability::None, f)
+        self.write_with(false, f)
     }
 
     fn write_with<R>(
         &self,
-        durability: Durability,
+        durable: bool,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(durability)?;
+        let tx = self.db.begin(durable)?;
         let (r, enqueued, armed, next_outbox) = {
-            let next_seq = last_key(&tx.open_table(JOURNAL)?)?.map_or(0, |s| s + 1);
-            let next_outbox = last_key(&tx.open_table(OUTBOX)?)?
+            let next_seq = last_key(&*tx.open(JOURNAL)?)?.map_or(0, |s| s + 1);
+            let next_outbox = last_key(&*tx.open(OUTBOX)?)?
                 .map_or(0, |s| s + 1)
                 .max(self.outbox_floor.load(std::sync::atomic::Ordering::Relaxed));
-            let mut meta = tx.open_table(META)?;
+            let mut meta = tx.open(META)?;
             let frontier = match meta.get("frontier")? {
                 Some(v) => Frontier::deserialize(v.value()).map_err(|_| {
                     StoreError::Journal("the Merkle frontier does not decode".into())
@@ -326,14 +339,14 @@ impl Store {
                 )));
             }
             let mut txn = Txn {
-                messages: tx.open_table(MESSAGES)?,
-                accepted_at: tx.open_table(ACCEPTED_AT)?,
-                open: tx.open_table(OPEN_REQUESTS)?,
-                journal: tx.open_table(JOURNAL)?,
-                leaves: tx.open_table(LEAVES)?,
-                by_message: tx.open_table(BY_MESSAGE)?,
-                outbox: tx.open_table(OUTBOX)?,
-                timers: tx.open_table(TIMERS)?,
+                messages: tx.open(MESSAGES)?,
+                accepted_at: tx.open(ACCEPTED_AT)?,
+                open: tx.open(OPEN_REQUESTS)?,
+                journal: tx.open(JOURNAL)?,
+                leaves: tx.open(LEAVES)?,
+                by_message: tx.open(BY_MESSAGE)?,
+                outbox: tx.open(OUTBOX)?,
+                timers: tx.open(TIMERS)?,
                 zones: self.zones.get(),
                 frontier,
                 last_leaf,
@@ -388,10 +401,10 @@ impl Store {
     /// ids per call so a long backlog does not hold the writer; returns how
     /// many were removed.
     pub fn prune_dedup(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db.begin(true)?;
         let n = {
-            let mut index = tx.open_table(ACCEPTED_AT)?;
-            let mut messages = tx.open_table(MESSAGES)?;
+            let mut index = tx.open(ACCEPTED_AT)?;
+            let mut messages = tx.open(MESSAGES)?;
             let old: Vec<(i64, String)> = index
                 .range::<(i64, &str)>(..(before_ms, ""))?
                 .take(limit)
@@ -464,25 +477,25 @@ impl Store {
 }
 
 fn last_key<V: redb::Value + 'static>(
-    t: &redb::Table<'_, u64, V>,
+    t: &impl ReadableTable<u64, V>,
 ) -> Result<Option<u64>, StoreError> {
     Ok(t.last()?.map(|(k, _)| k.value()))
 }
 
 /// One write transaction's view of the tables.
 pub struct Txn<'a> {
-    messages: redb::Table<'a, &'static str, &'static [u8]>,
-    accepted_at: redb::Table<'a, (i64, &'static str), ()>,
-    open: redb::Table<'a, &'static str, &'static [u8]>,
-    journal: redb::Table<'a, u64, &'static [u8]>,
-    leaves: redb::Table<'a, u64, &'static [u8]>,
-    by_message: redb::Table<'a, (&'static str, u64), ()>,
+    messages: Table<'a, &'static str, &'static [u8]>,
+    accepted_at: Table<'a, (i64, &'static str), ()>,
+    open: Table<'a, &'static str, &'static [u8]>,
+    journal: Table<'a, u64, &'static [u8]>,
+    leaves: Table<'a, u64, &'static [u8]>,
+    by_message: Table<'a, (&'static str, u64), ()>,
     zones: Option<&'a std::collections::HashMap<String, chrono_tz::Tz>>,
     frontier: Frontier,
     last_leaf: Option<Hash>,
     appended: bool,
-    outbox: redb::Table<'a, u64, &'static [u8]>,
-    timers: redb::Table<'a, (i64, &'static str, u8), ()>,
+    outbox: Table<'a, u64, &'static [u8]>,
+    timers: Table<'a, (i64, &'static str, u8), ()>,
     next_seq: u64,
     next_outbox: u64,
     enqueued: bool,
@@ -687,8 +700,8 @@ pub(crate) mod tests {
         // Stores written before the journal held the one copy kept the
         // envelope under its message id, and their entries name no journal entry.
         let store = Store::in_memory().unwrap();
-        let tx = store.db.begin_write().unwrap();
-        tx.open_table(ENVELOPES)
+        let tx = store.db.begin(true).unwrap();
+        tx.open(ENVELOPES)
             .unwrap()
             .insert("old", b"body".as_slice())
             .unwrap();

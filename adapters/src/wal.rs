@@ -1,0 +1,568 @@
+//! A redo log in front of redb: a durable commit for the price of one
+//! append and one `fdatasync`.
+//!
+//! A redb commit with `Durability::Immediate` rewrites the pages of every
+//! table it touches, redb's own system trees and the header, and syncs them:
+//! about 200 µs of CPU and 45 KB written whatever the transaction carries
+//! (BENCHMARKS.md, "What a durable commit costs"). Both of mev's stores commit
+//! small transactions at low load (a broker batch of three messages touches
+//! nine tables). [`Db`] makes them durable differently:
+//!
+//! 1. every write goes through a [`Table`] that records each `insert` and
+//!    `remove` as it happens: the key's and value's bytes, under the table's
+//!    name;
+//! 2. at commit, those records are appended to `<database>.wal` as one
+//!    record (length, sequence number, CRC-32) and, for a durable commit,
+//!    `fdatasync`ed; only then does redb commit the transaction, with
+//!    `Durability::None` (visible to readers, not yet synced);
+//! 3. every [`CHECKPOINT_COMMITS`] commits (or [`CHECKPOINT_BYTES`] of log),
+//!    and when the database is dropped, a commit is made durable by redb itself
+//!    and records the last log sequence it covers; the log is then emptied;
+//! 4. at open, the records after that sequence are replayed, in order, in
+//!    one durable transaction.
+//!
+//! Replaying the recorded inserts and removes in order gives the state every
+//! commit gave, since those are all that changes a table: the last write of a
+//! key wins, whatever earlier records did. The log is read up to the first
+//! record that is torn (short, or whose checksum fails), which can only be a
+//! record whose `fdatasync` never returned, since records are appended in
+//! order and each sync covers every record before it. A lazy commit
+//! (`durable = false`) is appended without a sync, and made durable by the
+//! next durable one, as redb's `Durability::None` promises.
+//!
+//! A write that fails after its record reached the log poisons the log:
+//! every later commit fails until the process reopens the database, whose
+//! replay then decides (a record that reached the disk is applied).
+//!
+//! Databases in memory have no log: their commits go straight to redb.
+
+use redb::{
+    Database, Durability, Key, ReadableDatabase, TableDefinition, TableHandle, Value,
+    WriteTransaction,
+};
+use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Mutex;
+
+/// Commits between checkpoints (durable redb commits that empty the log).
+pub const CHECKPOINT_COMMITS: u32 = 128;
+/// Log size that forces a checkpoint, whatever the number of commits.
+pub const CHECKPOINT_BYTES: u64 = 32 << 20;
+
+/// Where the database records the last log sequence its state covers.
+const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("wal_applied");
+/// Record header: payload length (u32), sequence (u64), CRC-32 (u32) of
+/// the sequence's bytes and the payload; all little endian.
+const HEADER: usize = 16;
+const PUT: u8 = 1;
+const DEL: u8 = 2;
+
+/// A failure of the log or the database behind it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("database: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("redo log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log holds a record the database cannot apply (a table this
+    /// version does not know, or a gap in the sequence): refusing to open is
+    /// safer than guessing.
+    #[error("redo log {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// An earlier commit failed after its record reached the log; the
+    /// database must be reopened (its replay settles that record).
+    #[error("the redo log {0} is poisoned by an earlier failed commit; reopen the database")]
+    Poisoned(PathBuf),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Redb(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// A table a log may name: how to apply a recorded write to it. Every table
+/// a [`Db`] writes must be in the list given to [`Db::open`].
+pub trait Replay: Sync {
+    /// The table's name, as recorded.
+    fn table_name(&self) -> &str;
+    /// Applies one recorded write: an insert of `value`, or a removal.
+    fn apply(
+        &self,
+        tx: &WriteTransaction,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), redb::Error>;
+}
+
+impl<K: Key + Sync + 'static, V: Value + Sync + 'static> Replay for TableDefinition<'static, K, V> {
+    fn table_name(&self) -> &str {
+        self.name()
+    }
+
+    fn apply(
+        &self,
+        tx: &WriteTransaction,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), redb::Error> {
+        let mut t = tx.open_table(*self)?;
+        let k = K::from_bytes(key);
+        match value {
+            Some(v) => {
+                t.insert(k, V::from_bytes(v))?;
+            }
+            None => {
+                t.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tables of one database, for replay.
+pub type Tables = &'static [&'static dyn Replay];
+
+/// The log file and where it stands.
+struct Log {
+    path: PathBuf,
+    file: File,
+    /// The sequence of the last record appended (or covered by a checkpoint).
+    lsn: u64,
+    /// The sequence of the last record known durable.
+    synced: u64,
+    /// Records and bytes since the last checkpoint.
+    since: u32,
+    bytes: u64,
+    poisoned: bool,
+}
+
+impl Log {
+    fn io(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn append(&mut self, payload: &[u8]) -> Result<(), Error> {
+        let lsn = self.lsn + 1;
+        let mut record = Vec::with_capacity(HEADER + payload.len());
+        let len = u32::try_from(payload.len()).map_err(|_| Error::Corrupt {
+            path: self.path.clone(),
+            reason: format!("a transaction of {} bytes", payload.len()),
+        })?;
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(&lsn.to_le_bytes());
+        record.extend_from_slice(&checksum(lsn, payload).to_le_bytes());
+        record.extend_from_slice(payload);
+        if let Err(e) = self.file.write_all(&record) {
+            self.poisoned = true;
+            return Err(self.io(e));
+        }
+        self.lsn = lsn;
+        self.since += 1;
+        self.bytes += record.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), Error> {
+        if self.synced == self.lsn {
+            return Ok(());
+        }
+        if let Err(e) = self.file.sync_data() {
+            // The kernel may have dropped the pages it failed to write: what
+            // reached the disk is for the next open to find out.
+            self.poisoned = true;
+            return Err(self.io(e));
+        }
+        self.synced = self.lsn;
+        Ok(())
+    }
+
+    /// Empties the log after a checkpoint covered every record in it.
+    fn truncate(&mut self) -> Result<(), Error> {
+        let r = self
+            .file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(|_| ()));
+        if let Err(e) = r {
+            self.poisoned = true;
+            return Err(self.io(e));
+        }
+        self.synced = self.lsn;
+        self.since = 0;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+fn checksum(lsn: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&lsn.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// A redb database with a redo log (on disk) or without (in memory).
+pub struct Db {
+    db: Database,
+    log: Option<Mutex<Log>>,
+}
+
+impl Db {
+    /// Opens (or creates) the database at `path` and its log beside it
+    /// (`<path>.wal`), replaying what the log holds beyond the database's last
+    /// checkpoint. `tables` must list every table a transaction may write.
+    pub fn open(path: &Path, tables: Tables) -> Result<Db, Error> {
+        let db = Database::create(path)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push(".wal");
+        let wal = PathBuf::from(wal);
+        let io = |source| Error::Io {
+            path: wal.clone(),
+            source,
+        };
+        let existed = wal.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&wal)
+            .map_err(io)?;
+        if !existed {
+            // The log's directory entry must be durable before any record is.
+            if let Some(dir) = wal.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            }
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let applied = {
+            let tx = db.begin_read()?;
+            match tx.open_table(APPLIED) {
+                Ok(t) => t.get("lsn")?.map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let lsn = replay(&db, &wal, &bytes, applied, tables)?;
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        Ok(Db {
+            db,
+            log: Some(Mutex::new(Log {
+                path: wal,
+                file,
+                lsn,
+                synced: lsn,
+                since: 0,
+                bytes: 0,
+                poisoned: false,
+            })),
+        })
+    }
+
+    /// A database in memory, without a log.
+    pub fn in_memory() -> Result<Db, Error> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Ok(Db { db, log: None })
+    }
+
+    /// A write transaction, durable at commit (the log synced) or lazy (made
+    /// durable by the next durable commit; lost in a crash before it).
+    pub fn begin(&self, durable: bool) -> Result<Tx<'_>, Error> {
+        Ok(Tx {
+            tx: self.db.begin_write()?,
+            ops: Rc::new(RefCell::new(Vec::new())),
+            durable,
+            db: self,
+        })
+    }
+
+    /// A read transaction: sees every commit, durable or lazy.
+    pub fn begin_read(&self) -> Result<redb::ReadTransaction, Error> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Makes the database durable on its own and empties the log.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        let tx = self.begin(true)?;
+        tx.commit_with(true)
+    }
+
+    /// Records in the log since the last checkpoint (tests, benches).
+    pub fn logged(&self) -> u32 {
+        self.log
+            .as_ref()
+            .map_or(0, |l| l.lock().unwrap_or_else(|p| p.into_inner()).since)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // A clean stop leaves the log empty, so the next open replays nothing.
+        let pending = self.log.as_ref().is_some_and(|l| {
+            let l = l.lock().unwrap_or_else(|p| p.into_inner());
+            l.since > 0 && !l.poisoned
+        });
+        if pending {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!("checkpoint at close failed (the next open replays the log): {e}");
+            }
+        }
+    }
+}
+
+/// Applies the records of `bytes` after sequence `applied`, in one durable
+/// transaction; returns the last sequence the database then covers.
+fn replay(
+    db: &Database,
+    path: &Path,
+    bytes: &[u8],
+    applied: u64,
+    tables: Tables,
+) -> Result<u64, Error> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut last = applied;
+    let mut rest = bytes;
+    let tx = db.begin_write()?;
+    while rest.len() >= HEADER {
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let lsn = u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes"));
+        let sum = u32::from_le_bytes(rest[12..16].try_into().expect("4 bytes"));
+        let Some(payload) = rest.get(HEADER..HEADER + len) else {
+            break; // torn: its sync never returned
+        };
+        if checksum(lsn, payload) != sum {
+            break; // torn, or what an emptied log held before
+        }
+        rest = &rest[HEADER + len..];
+        if lsn <= last {
+            if lsn <= applied {
+                continue; // covered by the checkpoint
+            }
+            break; // stale bytes from before the log was emptied
+        }
+        if lsn != last + 1 {
+            return Err(corrupt(format!(
+                "record {lsn} follows {last}: the records between are missing"
+            )));
+        }
+        apply(&tx, payload, tables).map_err(|e| match e {
+            Error::Corrupt { reason, .. } => corrupt(format!("record {lsn}: {reason}")),
+            e => e,
+        })?;
+        last = lsn;
+    }
+    if last > applied {
+        tx.open_table(APPLIED)?.insert("lsn", last)?;
+        tracing::info!(
+            "replayed {} records of {}",
+            last - applied,
+            path.display()
+        );
+    }
+    // Durable either way: lazy commits redb held before a crash are gone,
+    // and new records must follow a state the disk has.
+    tx.commit()?;
+    Ok(last)
+}
+
+/// Applies one record's writes.
+fn apply(tx: &WriteTransaction, mut payload: &[u8], tables: Tables) -> Result<(), Error> {
+    let bad = |reason: &str| Error::Corrupt {
+        path: PathBuf::new(),
+        reason: reason.to_string(),
+    };
+    while let Some((&op, rest)) = payload.split_first() {
+        let (&name_len, rest) = rest.split_first().ok_or_else(|| bad("short write"))?;
+        let name = rest
+            .get(..name_len as usize)
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| bad("a bad table name"))?;
+        let mut rest = &rest[name_len as usize..];
+        let key = take(&mut rest).ok_or_else(|| bad("a short key"))?;
+        let value = match op {
+            PUT => Some(take(&mut rest).ok_or_else(|| bad("a short value"))?),
+            DEL => None,
+            _ => return Err(bad(&format!("unknown write kind {op}"))),
+        };
+        let table = tables
+            .iter()
+            .find(|t| t.table_name() == name)
+            .ok_or_else(|| bad(&format!("a table this version does not know: {name}")))?;
+        table.apply(tx, key, value)?;
+        payload = rest;
+    }
+    Ok(())
+}
+
+fn take<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let v = rest.get(..len)?;
+    *bytes = &rest[len..];
+    Some(v)
+}
+
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A write transaction whose table writes are recorded for the log.
+pub struct Tx<'d> {
+    tx: WriteTransaction,
+    ops: Rc<RefCell<Vec<u8>>>,
+    durable: bool,
+    db: &'d Db,
+}
+
+impl Tx<'_> {
+    /// Opens `def` for reading and recorded writing (creating it if needed).
+    pub fn open<K: Key + 'static, V: Value + 'static>(
+        &self,
+        def: TableDefinition<'static, K, V>,
+    ) -> Result<Table<'_, K, V>, redb::TableError> {
+        let name = def.name();
+        debug_assert!(name.len() < 256, "table names fit a byte");
+        Ok(Table {
+            inner: self.tx.open_table(def)?,
+            name: name.to_string(),
+            ops: self.ops.clone(),
+        })
+    }
+
+    /// Commits: the record logged (and synced, if durable), then redb's
+    /// commit; or, at a checkpoint, redb's durable commit alone.
+    pub fn commit(self) -> Result<(), Error> {
+        self.commit_with(false)
+    }
+
+    fn commit_with(self, force_checkpoint: bool) -> Result<(), Error> {
+        let Tx {
+            mut tx,
+            ops,
+            durable,
+            db,
+        } = self;
+        let ops = std::mem::take(&mut *ops.borrow_mut());
+        let Some(log) = &db.log else {
+            tx.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })?;
+            tx.commit()?;
+            return Ok(());
+        };
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.poisoned {
+            return Err(Error::Poisoned(log.path.clone()));
+        }
+        if force_checkpoint || log.since >= CHECKPOINT_COMMITS || log.bytes >= CHECKPOINT_BYTES {
+            // redb's own durable commit covers this transaction and every
+            // lazy one before it: the log is not needed for any of them.
+            tx.open_table(APPLIED)?.insert("lsn", log.lsn)?;
+            tx.set_durability(Durability::Immediate)?;
+            if let Err(e) = tx.commit() {
+                log.poisoned = true;
+                return Err(e.into());
+            }
+            return log.truncate();
+        }
+        if !ops.is_empty() {
+            log.append(&ops)?;
+        }
+        if durable {
+            log.sync()?;
+        }
+        tx.set_durability(Durability::None)?;
+        if let Err(e) = tx.commit() {
+            log.poisoned = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// A table opened in a [`Tx`]: reads through `Deref`, writes recorded.
+pub struct Table<'t, K: Key + 'static, V: Value + 'static> {
+    inner: redb::Table<'t, K, V>,
+    name: String,
+    ops: Rc<RefCell<Vec<u8>>>,
+}
+
+impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
+    fn record(&self, op: u8, key: &[u8], value: Option<&[u8]>) {
+        let mut ops = self.ops.borrow_mut();
+        ops.push(op);
+        ops.push(self.name.len() as u8);
+        ops.extend_from_slice(self.name.as_bytes());
+        put(&mut ops, key);
+        if let Some(v) = value {
+            put(&mut ops, v);
+        }
+    }
+
+    /// Inserts (or replaces) `key`'s value; returns the old one.
+    pub fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<Option<redb::AccessGuard<'_, V>>, redb::StorageError> {
+        self.record(
+            PUT,
+            K::as_bytes(key.borrow()).as_ref(),
+            Some(V::as_bytes(value.borrow()).as_ref()),
+        );
+        self.inner.insert(key, value)
+    }
+
+    /// Removes `key`; returns its value if it was there.
+    pub fn remove<'k>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+    ) -> Result<Option<redb::AccessGuard<'_, V>>, redb::StorageError> {
+        self.record(DEL, K::as_bytes(key.borrow()).as_ref(), None);
+        self.inner.remove(key)
+    }
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Table<'t, K, V> {
+    type Target = redb::Table<'t, K, V>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests;
