@@ -383,11 +383,7 @@ fn replay(
     }
     if last > applied {
         tx.open_table(APPLIED)?.insert("lsn", last)?;
-        tracing::info!(
-            "replayed {} records of {}",
-            last - applied,
-            path.display()
-        );
+        tracing::info!("replayed {} records of {}", last - applied, path.display());
     }
     // Durable either way: lazy commits redb held before a crash are gone,
     // and new records must follow a state the disk has.

@@ -68,7 +68,11 @@ fn durable_commits_survive_a_crash_through_the_log() {
     }
     write(&db, true, 3, b"replaced");
     remove(&db, 5);
-    assert_eq!(db.logged(), 12, "no checkpoint yet: every commit is in the log");
+    assert_eq!(
+        db.logged(),
+        12,
+        "no checkpoint yet: every commit is in the log"
+    );
     let crashed = crash_copy(dir.path());
     let live = contents(&db);
     drop(db);
@@ -76,7 +80,11 @@ fn durable_commits_survive_a_crash_through_the_log() {
     assert_eq!(contents(&reopened), live);
     assert_eq!(live.0.len(), 9);
     assert_eq!(live.0[3], (3, b"replaced".to_vec()));
-    assert_eq!(wal_len(crashed.path()), 0, "replayed into the database, the log emptied");
+    assert_eq!(
+        wal_len(crashed.path()),
+        0,
+        "replayed into the database, the log emptied"
+    );
     // The replay was durable: another crash loses nothing.
     let again = crash_copy(crashed.path());
     assert_eq!(contents(&open(again.path())), live);

@@ -637,6 +637,60 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_crash_keeps_every_durable_batch_through_the_redo_log() {
+        // KZ order §9, Tatarstan §1.3: nothing accepted is lost. Batches
+        // committed durably since the last checkpoint are only in the log;
+        // a crash (the files copied as the disk holds them, the store still
+        // open) must bring them all back, journal and Merkle tree in step.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for b in 0..20 {
+            store
+                .write(|t| {
+                    for i in 0..3 {
+                        forward(t, "A", &format!("m{b}-{i}"), b)?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        // A lazy removal, then one more durable batch that carries it.
+        let read = store.outbox_next(0, 1, 10, |_| false).unwrap();
+        let delivered = Event {
+            message_id: read.items[0].1.message_id.clone(),
+            ..event(EventKind::Delivered)
+        };
+        store
+            .outbox_remove(&[read.items[0].0], &[delivered])
+            .unwrap();
+        store
+            .write(|t| forward(t, "B", "last", 99).map(|_| ()))
+            .unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        for f in ["broker.redb", "broker.redb.wal"] {
+            std::fs::copy(dir.path().join(f), crashed.path().join(f)).unwrap();
+        }
+        let live = (store.events().unwrap(), store.journal_head().unwrap());
+        let depth = store.outbox_depth().unwrap();
+        drop(store);
+        let reopened = Store::open(crashed.path()).unwrap();
+        assert_eq!(live.0.len(), 62);
+        assert_eq!(live.0[60].kind, EventKind::Delivered);
+        assert_eq!(
+            (reopened.events().unwrap(), reopened.journal_head().unwrap()),
+            live
+        );
+        assert_eq!(reopened.outbox_depth().unwrap(), depth);
+        assert_eq!(depth, 60, "the removal came back with the batch after it");
+        assert!(reopened.write(|t| t.seen("m19-2")).unwrap().is_some());
+        // And the reopened store goes on from there.
+        reopened
+            .write(|t| forward(t, "A", "after", 100).map(|_| ()))
+            .unwrap();
+        assert_eq!(reopened.journal_head().unwrap().0, 63);
+    }
+
+    #[test]
     fn outbox_survives_reopen_keeps_order_and_skips() {
         let dir = tempfile::tempdir().unwrap();
         {
