@@ -166,18 +166,19 @@ impl Log {
         }
     }
 
-    fn append(&mut self, payload: &[u8]) -> Result<(), Error> {
+    /// Appends `record`: [`HEADER`] bytes left free for the header, then
+    /// the payload.
+    fn append(&mut self, record: &mut [u8]) -> Result<(), Error> {
         let lsn = self.lsn + 1;
-        let mut record = Vec::with_capacity(HEADER + payload.len());
+        let (header, payload) = record.split_at_mut(HEADER);
         let len = u32::try_from(payload.len()).map_err(|_| Error::Corrupt {
             path: self.path.clone(),
             reason: format!("a transaction of {} bytes", payload.len()),
         })?;
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&lsn.to_le_bytes());
-        record.extend_from_slice(&checksum(lsn, payload).to_le_bytes());
-        record.extend_from_slice(payload);
-        if let Err(e) = self.file.write_all(&record) {
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..12].copy_from_slice(&lsn.to_le_bytes());
+        header[12..].copy_from_slice(&checksum(lsn, payload).to_le_bytes());
+        if let Err(e) = self.file.write_all(record) {
             self.poisoned = true;
             return Err(self.io(e));
         }
@@ -297,7 +298,12 @@ impl Db {
     pub fn begin(&self, durable: bool) -> Result<Tx<'_>, Error> {
         Ok(Tx {
             tx: self.db.begin_write()?,
-            ops: Rc::new(RefCell::new(Vec::new())),
+            // Databases in memory record nothing; a log's record starts
+            // with room for its header.
+            ops: self
+                .log
+                .as_ref()
+                .map(|_| Rc::new(RefCell::new(vec![0; HEADER]))),
             durable,
             db: self,
         })
@@ -436,7 +442,7 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 /// A write transaction whose table writes are recorded for the log.
 pub struct Tx<'d> {
     tx: WriteTransaction,
-    ops: Rc<RefCell<Vec<u8>>>,
+    ops: Option<Rc<RefCell<Vec<u8>>>>,
     durable: bool,
     db: &'d Db,
 }
@@ -469,7 +475,7 @@ impl Tx<'_> {
             durable,
             db,
         } = self;
-        let ops = std::mem::take(&mut *ops.borrow_mut());
+        let mut ops = ops.map(|o| std::mem::take(&mut *o.borrow_mut()));
         let Some(log) = &db.log else {
             tx.set_durability(if durable {
                 Durability::Immediate
@@ -494,8 +500,8 @@ impl Tx<'_> {
             }
             return log.truncate();
         }
-        if !ops.is_empty() {
-            log.append(&ops)?;
+        if let Some(record) = ops.as_mut().filter(|r| r.len() > HEADER) {
+            log.append(record)?;
         }
         if durable {
             log.sync()?;
@@ -513,12 +519,15 @@ impl Tx<'_> {
 pub struct Table<'t, K: Key + 'static, V: Value + 'static> {
     inner: redb::Table<'t, K, V>,
     name: String,
-    ops: Rc<RefCell<Vec<u8>>>,
+    ops: Option<Rc<RefCell<Vec<u8>>>>,
 }
 
 impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
     fn record(&self, op: u8, key: &[u8], value: Option<&[u8]>) {
-        let mut ops = self.ops.borrow_mut();
+        let Some(ops) = &self.ops else {
+            return;
+        };
+        let mut ops = ops.borrow_mut();
         ops.push(op);
         ops.push(self.name.len() as u8);
         ops.extend_from_slice(self.name.as_bytes());
