@@ -48,24 +48,16 @@ pub enum StoreError {
     Corrupt(u64),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Database(e.to_string())
-            }
-        }
-    )*};
+fn database(e: redb::Error) -> StoreError {
+    StoreError::Database(e.to_string())
 }
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError,
-    crate::wal::Error
-);
+crate::wal::from_redb_errors!(StoreError, database);
+
+impl From<crate::wal::Error> for StoreError {
+    fn from(e: crate::wal::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
 
 /// One message of the outbox.
 #[derive(Debug, Clone)]

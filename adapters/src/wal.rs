@@ -17,7 +17,10 @@
 //!    `Durability::None` (visible to readers, not yet synced);
 //! 3. every [`CHECKPOINT_COMMITS`] commits (or [`CHECKPOINT_BYTES`] of log),
 //!    and when the database is dropped, a commit is made durable by redb itself
-//!    and records the last log sequence it covers; the log is then emptied;
+//!    and records the last log sequence it covers; the log is then emptied
+//!    (redb keeps the pages of commits it has not synced in memory, so a
+//!    checkpoint writes what 128 commits changed: a pause of tens of
+//!    milliseconds in a busy store, BENCHMARKS.md);
 //! 4. at open, the records after that sequence are replayed, in order, in
 //!    one durable transaction.
 //!
@@ -50,8 +53,10 @@ use std::sync::Mutex;
 
 /// Commits between checkpoints (durable redb commits that empty the log).
 pub const CHECKPOINT_COMMITS: u32 = 128;
-/// Log size that forces a checkpoint, whatever the number of commits.
-pub const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// Log size that forces a checkpoint, whatever the number of commits: large
+/// transactions (a saturated broker's batches) checkpoint sooner, so that no
+/// checkpoint has much to sync while it holds the writer.
+pub const CHECKPOINT_BYTES: u64 = 8 << 20;
 
 /// Where the database records the last log sequence its state covers.
 const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("wal_applied");
@@ -84,23 +89,29 @@ pub enum Error {
     Poisoned(PathBuf),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
+/// `From` each of redb's error types for `$target`, through `$via`, a
+/// function of [`redb::Error`].
+macro_rules! from_redb_errors {
+    ($target:ty, $via:path) => {
+        $crate::wal::from_redb_errors!(@each $target, $via;
+            redb::DatabaseError,
+            redb::TransactionError,
+            redb::TableError,
+            redb::StorageError,
+            redb::CommitError,
+            redb::SetDurabilityError
+        );
+    };
+    (@each $target:ty, $via:path; $($t:ty),*) => {$(
+        impl From<$t> for $target {
             fn from(e: $t) -> Self {
-                Error::Redb(e.into())
+                $via(e.into())
             }
         }
     )*};
 }
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+pub(crate) use from_redb_errors;
+from_redb_errors!(Error, Error::Redb);
 
 /// A table a log may name: how to apply a recorded write to it. Every table
 /// a [`Db`] writes must be in the list given to [`Db::open`].
