@@ -167,6 +167,25 @@ struct Log {
     since: u32,
     bytes: u64,
     poisoned: bool,
+    /// Checkpoints since open: how many, their time in all, the longest.
+    checkpoints: u64,
+    checkpoint_secs: f64,
+    checkpoint_max_secs: f64,
+}
+
+/// What a store's log has done since the store was opened, for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// Records replayed when the store was opened (after a crash; 0 after a
+    /// clean stop).
+    pub replayed: u64,
+    /// Records in the log since the last checkpoint.
+    pub pending: u32,
+    /// Checkpoints made since open.
+    pub checkpoints: u64,
+    /// Their time in all, and the longest (seconds): each holds the writer.
+    pub checkpoint_secs: f64,
+    pub checkpoint_max_secs: f64,
 }
 
 impl Log {
@@ -241,6 +260,8 @@ fn checksum(lsn: u64, payload: &[u8]) -> u32 {
 pub struct Db {
     db: Database,
     log: Option<Mutex<Log>>,
+    /// Records replayed at open.
+    replayed: u64,
 }
 
 impl Db {
@@ -294,14 +315,22 @@ impl Db {
                 since: 0,
                 bytes: 0,
                 poisoned: false,
+                checkpoints: 0,
+                checkpoint_secs: 0.0,
+                checkpoint_max_secs: 0.0,
             })),
+            replayed: lsn - applied,
         })
     }
 
     /// A database in memory, without a log.
     pub fn in_memory() -> Result<Db, Error> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Ok(Db { db, log: None })
+        Ok(Db {
+            db,
+            log: None,
+            replayed: 0,
+        })
     }
 
     /// A write transaction, durable at commit (the log synced) or lazy (made
@@ -333,9 +362,22 @@ impl Db {
 
     /// Records in the log since the last checkpoint (tests, benches).
     pub fn logged(&self) -> u32 {
-        self.log
-            .as_ref()
-            .map_or(0, |l| l.lock().unwrap_or_else(|p| p.into_inner()).since)
+        self.stats().pending
+    }
+
+    /// What the log has done since open (all zero for a store in memory).
+    pub fn stats(&self) -> Stats {
+        let Some(l) = &self.log else {
+            return Stats::default();
+        };
+        let l = l.lock().unwrap_or_else(|p| p.into_inner());
+        Stats {
+            replayed: self.replayed,
+            pending: l.since,
+            checkpoints: l.checkpoints,
+            checkpoint_secs: l.checkpoint_secs,
+            checkpoint_max_secs: l.checkpoint_max_secs,
+        }
     }
 }
 
@@ -503,13 +545,19 @@ impl Tx<'_> {
         if force_checkpoint || log.since >= CHECKPOINT_COMMITS || log.bytes >= CHECKPOINT_BYTES {
             // redb's own durable commit covers this transaction and every
             // lazy one before it: the log is not needed for any of them.
+            let started = std::time::Instant::now();
             tx.open_table(APPLIED)?.insert("lsn", log.lsn)?;
             tx.set_durability(Durability::Immediate)?;
             if let Err(e) = tx.commit() {
                 log.poisoned = true;
                 return Err(e.into());
             }
-            return log.truncate();
+            log.truncate()?;
+            let took = started.elapsed().as_secs_f64();
+            log.checkpoints += 1;
+            log.checkpoint_secs += took;
+            log.checkpoint_max_secs = log.checkpoint_max_secs.max(took);
+            return Ok(());
         }
         if let Some(record) = ops.as_mut().filter(|r| r.len() > HEADER) {
             log.append(record)?;

@@ -181,6 +181,12 @@ pub fn render_table(r: &StatusReport) -> String {
         "outbox {}  ·  ingress {ingress}  ·  open requests {} (store)  ·  timers {}",
         r.outbox_depth, r.open_requests, r.timers_armed
     );
+    let log = &r.store_log;
+    let _ = writeln!(
+        out,
+        "store log: {} checkpoints (longest {} ms)  ·  {} records pending  ·  {} replayed at start",
+        log.checkpoints, log.checkpoint_ms_max, log.pending, log.replayed_at_start
+    );
     let kinds: Vec<String> = t.accepted.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(
         out,

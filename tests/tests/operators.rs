@@ -241,6 +241,7 @@ async fn metrics_and_status_follow_the_traffic() {
     assert!(table.contains("AGENCY") && table.contains("BREACHED") && table.contains("TOTAL"));
     assert!(table.lines().any(|l| l.starts_with(&cast.provider)));
     assert!(table.contains("sender_not_allowed"));
+    assert!(table.contains("store log: "), "the redo log's line");
 
     let missing = get(addr, "/nope").await;
     assert_eq!(missing.status, 404);

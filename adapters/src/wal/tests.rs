@@ -78,6 +78,7 @@ fn durable_commits_survive_a_crash_through_the_log() {
     drop(db);
     let reopened = open(crashed.path());
     assert_eq!(contents(&reopened), live);
+    assert_eq!(reopened.stats().replayed, 12);
     assert_eq!(live.0.len(), 9);
     assert_eq!(live.0[3], (3, b"replaced".to_vec()));
     assert_eq!(
@@ -125,6 +126,11 @@ fn checkpoints_empty_the_log_and_lose_nothing() {
         write(&db, true, k, b"v");
     }
     assert!(db.logged() < 11, "a checkpoint was made: {}", db.logged());
+    let stats = db.stats();
+    assert_eq!(stats.checkpoints, 1);
+    assert!(stats.checkpoint_max_secs > 0.0);
+    assert_eq!(stats.checkpoint_secs, stats.checkpoint_max_secs);
+    assert_eq!(stats.replayed, 0, "a new store replays nothing");
     let crashed = crash_copy(dir.path());
     let live = contents(&db);
     assert_eq!(live.0.len() as u64, n);

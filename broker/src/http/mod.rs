@@ -202,6 +202,9 @@ pub struct StatusReport {
     pub uptime_secs: u64,
     pub rabbitmq: RabbitStatus,
     pub store: StoreStatus,
+    /// The store's redo log since the broker started.
+    #[serde(default)]
+    pub store_log: StoreLog,
     /// The ingress queue (`None` until polled).
     pub ingress: Option<QueueRow>,
     /// Messages in the broker's outbox, not yet confirmed by RabbitMQ.
@@ -223,6 +226,32 @@ pub struct StatusReport {
     pub reply_time: TimeSummary,
     /// The latest rejections, newest first.
     pub recent_rejections: Vec<RecentRejection>,
+}
+
+/// The store's redo log ([`mev_adapter::wal`]) since the broker started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreLog {
+    /// Records replayed at start (after a crash; 0 after a clean stop).
+    pub replayed_at_start: u64,
+    /// Records since the last checkpoint.
+    pub pending: u32,
+    /// Checkpoints made (redb's own durable commits, which empty the log).
+    pub checkpoints: u64,
+    /// Their time in all and the longest (ms): each pauses the store's writes.
+    pub checkpoint_ms_total: f64,
+    pub checkpoint_ms_max: f64,
+}
+
+impl StoreLog {
+    fn of(s: mev_adapter::wal::Stats) -> Self {
+        StoreLog {
+            replayed_at_start: s.replayed,
+            pending: s.pending,
+            checkpoints: s.checkpoints,
+            checkpoint_ms_total: (s.checkpoint_secs * 1e4).round() / 10.0,
+            checkpoint_ms_max: (s.checkpoint_max_secs * 1e4).round() / 10.0,
+        }
+    }
 }
 
 /// RabbitMQ as the queue poll sees it.
@@ -438,6 +467,7 @@ pub async fn observe(state: &HttpState) -> Observed {
             error: connected.err(),
         },
         store: store_status,
+        store_log: StoreLog::of(ctx.store.log_stats()),
         ingress: queues.ingress.map(|d| QueueRow {
             messages: d.messages,
             consumers: d.consumers,

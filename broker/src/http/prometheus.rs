@@ -253,6 +253,37 @@ pub fn render(o: &Observed) -> String {
         "Deadline timers armed (at-risk warnings and breaches to come).",
         r.timers_armed,
     );
+    let log = &r.store_log;
+    out.single(
+        "mev_store_log_replayed_records",
+        "gauge",
+        "Redo log records replayed when the broker started (0 after a clean stop).",
+        log.replayed_at_start,
+    );
+    out.single(
+        "mev_store_log_pending_records",
+        "gauge",
+        "Redo log records since the store's last checkpoint.",
+        log.pending,
+    );
+    out.single(
+        "mev_store_checkpoints_total",
+        "counter",
+        "Store checkpoints (durable commits that empty the redo log).",
+        log.checkpoints,
+    );
+    out.single(
+        "mev_store_checkpoint_seconds_total",
+        "counter",
+        "Time spent in store checkpoints, each a pause of the store's writes.",
+        format_float(log.checkpoint_ms_total / 1e3),
+    );
+    out.single(
+        "mev_store_checkpoint_seconds_max",
+        "gauge",
+        "The longest store checkpoint since the broker started.",
+        format_float(log.checkpoint_ms_max / 1e3),
+    );
     out.single(
         "mev_dedup_ids",
         "gauge",

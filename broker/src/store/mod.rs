@@ -377,6 +377,12 @@ impl Store {
         Ok(r)
     }
 
+    /// What the store's redo log has done since open (replayed records,
+    /// checkpoints and their pauses).
+    pub fn log_stats(&self) -> mev_adapter::wal::Stats {
+        self.db.stats()
+    }
+
     /// Counts: (accepted messages, open requests, events).
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
         let tx = self.db.begin_read()?;

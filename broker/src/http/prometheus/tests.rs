@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::http::{
-    AgencyRow, CodeCount, QueueRow, RabbitStatus, StatusReport, StoreStatus, TimeSummary, Totals,
+    AgencyRow, CodeCount, QueueRow, RabbitStatus, StatusReport, StoreLog, StoreStatus, TimeSummary,
+    Totals,
 };
 use crate::metrics::{Histogram, SlaCounts, SlaRow, REPLY_BUCKETS, ROUTING_BUCKETS};
 use std::time::Duration;
@@ -46,6 +47,13 @@ fn observed() -> Observed {
             store: StoreStatus {
                 open: true,
                 error: None,
+            },
+            store_log: StoreLog {
+                replayed_at_start: 3,
+                pending: 17,
+                checkpoints: 4,
+                checkpoint_ms_total: 120.0,
+                checkpoint_ms_max: 45.5,
             },
             ingress: Some(QueueRow {
                 messages: 2,
@@ -169,6 +177,17 @@ fn metrics_output_is_valid_prometheus_text() {
     );
     let sum = e.value("mev_reply_seconds_sum", &[]).unwrap();
     assert!((sum - 2.3).abs() < 1e-9, "{sum}");
+    assert_eq!(e.value("mev_store_checkpoints_total", &[]), Some(4.0));
+    assert_eq!(
+        e.value("mev_store_checkpoint_seconds_total", &[]),
+        Some(0.12)
+    );
+    assert_eq!(
+        e.value("mev_store_checkpoint_seconds_max", &[]),
+        Some(0.0455)
+    );
+    assert_eq!(e.value("mev_store_log_pending_records", &[]), Some(17.0));
+    assert_eq!(e.value("mev_store_log_replayed_records", &[]), Some(3.0));
     assert_eq!(
         e.value("mev_build_info", &[("broker", "MEV-EXCHANGE")]),
         Some(1.0)
