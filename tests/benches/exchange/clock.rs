@@ -214,6 +214,9 @@ pub(crate) struct BrokerTimes {
     pub(crate) routing: HistogramSnapshot,
     /// A request's acceptance to its reply's acceptance.
     pub(crate) reply: HistogramSnapshot,
+    /// The broker store's checkpoints in between: how many, their time in
+    /// all (s), and the longest since the store was opened (s).
+    pub(crate) checkpoints: (u64, f64, f64),
 }
 
 impl BrokerTimes {
@@ -221,6 +224,8 @@ impl BrokerTimes {
         after: &Counters,
         routing: &HistogramSnapshot,
         reply: &HistogramSnapshot,
+        log_before: mev_adapter::wal::Stats,
+        log_after: mev_adapter::wal::Stats,
     ) -> Self {
         fn delta(a: HistogramSnapshot, b: &HistogramSnapshot) -> HistogramSnapshot {
             HistogramSnapshot {
@@ -238,6 +243,11 @@ impl BrokerTimes {
         BrokerTimes {
             routing: delta(after.routing.snapshot(), routing),
             reply: delta(after.reply.snapshot(), reply),
+            checkpoints: (
+                log_after.checkpoints - log_before.checkpoints,
+                log_after.checkpoint_secs - log_before.checkpoint_secs,
+                log_after.checkpoint_max_secs,
+            ),
         }
     }
 }
@@ -248,11 +258,15 @@ impl std::fmt::Display for BrokerTimes {
         write!(
             f,
             "broker: batch processing mean {} ms (p99 ≈ {} ms); request accepted → reply \
-             accepted mean {} ms (p99 ≈ {} ms)",
+             accepted mean {} ms (p99 ≈ {} ms); store checkpoints {} (mean {} ms, longest since \
+             start {} ms)",
             ms(self.routing.mean()),
             ms(self.routing.quantile(0.99)),
             ms(self.reply.mean()),
             ms(self.reply.quantile(0.99)),
+            self.checkpoints.0,
+            ms((self.checkpoints.0 > 0).then(|| self.checkpoints.1 / self.checkpoints.0 as f64)),
+            ms(Some(self.checkpoints.2)),
         )
     }
 }

@@ -10,6 +10,8 @@ pub(crate) struct ExchangeRig {
     pub(crate) consumer: Option<Arc<Adapter<Amqp>>>,
     pub(crate) provider: Option<Adapter<Amqp>>,
     pub(crate) counters: Arc<Counters>,
+    /// The broker's store (its redo log's figures).
+    pub(crate) store: Option<Arc<Store>>,
     /// What the provider's handler saw: calls, the latest, and in the
     /// latency part the one-way latency (scheduled send → handler).
     pub(crate) provider_seen: Arc<Sink>,
@@ -19,6 +21,14 @@ pub(crate) struct ExchangeRig {
 }
 
 impl ExchangeRig {
+    /// The broker's store's redo log figures so far.
+    pub(crate) fn log_stats(&self) -> mev_adapter::wal::Stats {
+        self.store
+            .as_ref()
+            .map(|s| s.log_stats())
+            .unwrap_or_default()
+    }
+
     /// An exchange serving `flow`: its consumer and provider attached.
     pub(crate) async fn start(fx: &Fixture, flow: &Flow) -> anyhow::Result<ExchangeRig> {
         ExchangeRig::start_with(fx, flow, true).await
@@ -43,6 +53,7 @@ impl ExchangeRig {
             consumer: None,
             provider: None,
             counters: Arc::new(Counters::default()),
+            store: None,
             provider_seen: Arc::new(Sink::default()),
             raw_provider: None,
         };
@@ -62,7 +73,9 @@ impl ExchangeRig {
         namespace: &str,
         replying: bool,
     ) -> anyhow::Result<()> {
-        let store = Store::open(&self.dir.path().join("broker")).context("the broker's store")?;
+        let store =
+            Arc::new(Store::open(&self.dir.path().join("broker")).context("the broker's store")?);
+        self.store = Some(store.clone());
         let ctx = Arc::new(Context {
             verifier: fx.verifier.clone(),
             // As `mev broker` sets it: the dedup window (30 days by default).
@@ -72,7 +85,7 @@ impl ExchangeRig {
                 fx.register.clone(),
                 fx.trust.clone(),
                 fx.broker.clone(),
-                Arc::new(store),
+                store,
             )
         });
         let batching = default_batching();
@@ -360,6 +373,7 @@ pub(crate) async fn exchange_measure(
     let consumer = rig.consumer()?;
     let routing = rig.counters.routing.snapshot();
     let reply = rig.counters.reply.snapshot();
+    let log = rig.log_stats();
     let cpu = Cpu::now();
     let start = Instant::now();
     let start_ns = now_ns();
@@ -391,7 +405,7 @@ pub(crate) async fn exchange_measure(
     let snap = rig.counters.snapshot();
     Ok(ExchangeRun {
         cpu,
-        broker_times: BrokerTimes::between(&rig.counters, &routing, &reply),
+        broker_times: BrokerTimes::between(&rig.counters, &routing, &reply, log, rig.log_stats()),
         send,
         handled_at: Duration::from_nanos(
             rig.provider_seen
@@ -423,6 +437,7 @@ pub(crate) async fn exchange_open_loop(
     let consumer = rig.consumer()?;
     let routing = rig.counters.routing.snapshot();
     let reply = rig.counters.reply.snapshot();
+    let log = rig.log_stats();
     let cpu = Cpu::now();
     let sched = Schedule::new(rate, secs);
     *lock(&rig.provider_seen.hist) = Some(histogram());
@@ -488,6 +503,12 @@ pub(crate) async fn exchange_open_loop(
         hist,
         first_error,
         cpu: Cpu::now().since(&cpu),
-        broker: Some(BrokerTimes::between(&rig.counters, &routing, &reply)),
+        broker: Some(BrokerTimes::between(
+            &rig.counters,
+            &routing,
+            &reply,
+            log,
+            rig.log_stats(),
+        )),
     })
 }
