@@ -193,3 +193,20 @@ fn a_database_in_memory_has_no_log() {
     assert_eq!(db.logged(), 0);
     assert_eq!(contents(&db).0.len(), 1);
 }
+
+#[test]
+fn a_large_transaction_is_made_durable_by_redb_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    write(&db, true, 1, b"small");
+    assert_eq!((db.logged(), db.stats().checkpoints), (1, 0));
+    let big = vec![9u8; DIRECT_BYTES];
+    write(&db, true, 2, &big);
+    // A checkpoint: redb's durable commit covers it and the small one
+    // before it, and the log is empty.
+    assert_eq!((db.logged(), db.stats().checkpoints), (0, 1));
+    assert_eq!(wal_len(dir.path()), 0);
+    let crashed = crash_copy(dir.path());
+    let (rows, _) = contents(&open(crashed.path()));
+    assert_eq!(rows, vec![(1, b"small".to_vec()), (2, big)]);
+}
