@@ -1,0 +1,235 @@
+use super::*;
+
+fn event(kind: EventKind) -> Event {
+    Event {
+        at_ms: 1,
+        kind,
+        message_id: "m".into(),
+        sender: "A".into(),
+        recipient: "B".into(),
+        service: "S".into(),
+        in_reply_to: String::new(),
+        code: 0,
+        reason: String::new(),
+        deadline_ms: None,
+        late_by_ms: None,
+    }
+}
+
+#[test]
+fn accept_open_close_and_events_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|t| {
+                assert_eq!(t.seen("m")?, None);
+                t.accept("m", &[7; 32], 5)?;
+                t.insert_open_request(
+                    "m",
+                    &OpenRequest {
+                        sender: "A".into(),
+                        recipient: "B".into(),
+                        service: "S".into(),
+                        accepted_at_ms: 5,
+                        policy: String::new(),
+                        deadline_ms: None,
+                        at_risk_ms: None,
+                        breached: false,
+                    },
+                )?;
+                t.record_with(&event(EventKind::Received), b"env")?;
+                Ok(())
+            })
+            .unwrap();
+        store
+            .write(|t| t.record(&event(EventKind::Forwarded)).map(|_| ()))
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let seen = store.write(|t| t.seen("m")).unwrap().unwrap();
+    assert_eq!(seen.digest, [7; 32]);
+    assert_eq!(seen.accepted_at_ms, 5);
+    assert_eq!(store.counts().unwrap(), (1, 1, 2));
+    let closed = store.write(|t| t.close_request("m")).unwrap();
+    assert_eq!(closed.unwrap().recipient, "B");
+    assert_eq!(store.events().unwrap()[1].kind, EventKind::Forwarded);
+    assert_eq!(store.envelope("m").unwrap().unwrap(), b"env");
+}
+
+/// Accepts message `id` (its envelope: the id's bytes), journals it
+/// and puts it in the outbox for `to`; returns the outbox sequence.
+pub(crate) fn forward(t: &mut Txn<'_>, to: &str, id: &str, at_ms: i64) -> Result<u64, StoreError> {
+    t.accept(id, &[id.len() as u8; 32], at_ms)?;
+    let entry = t.record_with(
+        &Event {
+            message_id: id.into(),
+            ..event(EventKind::Received)
+        },
+        id.as_bytes(),
+    )?;
+    t.enqueue(&OutboxEntry {
+        to: to.into(),
+        message_id: id.into(),
+        purpose: Purpose::Forward,
+        entry: Some(entry),
+    })
+}
+
+#[test]
+fn a_crash_keeps_every_durable_batch_through_the_redo_log() {
+    // KZ order §9, Tatarstan §1.3: nothing accepted is lost. Batches
+    // committed durably since the last checkpoint are only in the log;
+    // a crash (the files copied as the disk holds them, the store still
+    // open) must bring them all back, journal and Merkle tree in step.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for b in 0..20 {
+        store
+            .write(|t| {
+                for i in 0..3 {
+                    forward(t, "A", &format!("m{b}-{i}"), b)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    // A lazy removal, then one more durable batch that carries it.
+    let read = store.outbox_next(0, 1, 10, |_| false).unwrap();
+    let delivered = Event {
+        message_id: read.items[0].1.message_id.clone(),
+        ..event(EventKind::Delivered)
+    };
+    store
+        .outbox_remove(&[read.items[0].0], &[delivered])
+        .unwrap();
+    store
+        .write(|t| forward(t, "B", "last", 99).map(|_| ()))
+        .unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    for f in ["broker.redb", "broker.redb.wal"] {
+        std::fs::copy(dir.path().join(f), crashed.path().join(f)).unwrap();
+    }
+    let live = (store.events().unwrap(), store.journal_head().unwrap());
+    let depth = store.outbox_depth().unwrap();
+    drop(store);
+    let reopened = Store::open(crashed.path()).unwrap();
+    assert_eq!(live.0.len(), 62);
+    assert_eq!(live.0[60].kind, EventKind::Delivered);
+    assert_eq!(
+        (reopened.events().unwrap(), reopened.journal_head().unwrap()),
+        live
+    );
+    assert_eq!(reopened.outbox_depth().unwrap(), depth);
+    assert_eq!(depth, 60, "the removal came back with the batch after it");
+    assert!(reopened.write(|t| t.seen("m19-2")).unwrap().is_some());
+    // And the reopened store goes on from there.
+    reopened
+        .write(|t| forward(t, "A", "after", 100).map(|_| ()))
+        .unwrap();
+    assert_eq!(reopened.journal_head().unwrap().0, 63);
+}
+
+#[test]
+fn outbox_survives_reopen_keeps_order_and_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|t| {
+                for (i, to) in ["A", "B", "A", "C"].iter().enumerate() {
+                    let id = format!("m{i}");
+                    forward(t, to, &id, 1)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.outbox_depth().unwrap(), 4);
+    let all = store.outbox_next(0, 100, 100, |_| false).unwrap().items;
+    let ids: Vec<_> = all.iter().map(|(_, e, _)| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["m0", "m1", "m2", "m3"]);
+    assert_eq!(all[2].2.as_deref(), Some(&b"m2"[..]));
+    let not_a = store.outbox_next(0, 100, 1, |e| e.to == "A").unwrap();
+    assert_eq!(not_a.next, 2, "past the skipped entry and the one taken");
+    let not_a = not_a.items;
+    assert_eq!(not_a[0].1.message_id, "m1");
+    store.outbox_remove(&[all[0].0, all[3].0], &[]).unwrap();
+    let left = store.outbox_next(0, 100, 100, |_| false).unwrap().items;
+    assert_eq!(left.len(), 2);
+    assert_eq!(left[0].1.message_id, "m1");
+    // New entries go after what is left, never reusing a live sequence.
+    store
+        .write(|t| forward(t, "D", "m9", 1).map(|_| ()))
+        .unwrap();
+    let seqs: Vec<u64> = store
+        .outbox_next(0, 100, 100, |_| false)
+        .unwrap()
+        .items
+        .iter()
+        .map(|(s, _, _)| *s)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[test]
+fn outbox_sequences_keep_rising_after_the_outbox_empties() {
+    // The drain reads on from a cursor past what it took: a sequence
+    // handed out again below it would never be published.
+    let store = Store::in_memory().unwrap();
+    let first = store.write(|t| forward(t, "A", "a", 1)).unwrap();
+    store.outbox_remove(&[first], &[]).unwrap();
+    assert_eq!(store.outbox_depth().unwrap(), 0);
+    let second = store.write(|t| forward(t, "B", "b", 1)).unwrap();
+    assert!(second > first, "{second} after {first}");
+    let read = store.outbox_next(first + 1, 10, 10, |_| false).unwrap();
+    assert_eq!(read.items.len(), 1);
+    assert_eq!(read.items[0].1.message_id, "b");
+    assert_eq!(read.items[0].2.as_deref(), Some(&b"b"[..]));
+}
+
+#[test]
+fn outbox_entries_of_older_stores_publish_from_the_envelopes_table() {
+    // Stores written before the journal held the one copy kept the
+    // envelope under its message id, and their entries name no journal entry.
+    let store = Store::in_memory().unwrap();
+    let tx = store.db.begin(true).unwrap();
+    tx.open(ENVELOPES)
+        .unwrap()
+        .insert("old", b"body".as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    store
+        .write(|t| {
+            t.accept("old", &[1; 32], 1)?;
+            t.enqueue(&OutboxEntry {
+                to: "A".into(),
+                message_id: "old".into(),
+                purpose: Purpose::Forward,
+                entry: None,
+            })
+        })
+        .unwrap();
+    let read = store.outbox_next(0, 10, 10, |_| false).unwrap();
+    assert_eq!(read.items[0].2.as_deref(), Some(&b"body"[..]));
+    assert_eq!(store.envelope("old").unwrap().unwrap(), b"body");
+    assert_eq!(store.outbox_oldest_entry().unwrap(), None);
+}
+
+#[test]
+fn dedup_retention_prunes_old_ids_but_keeps_envelopes() {
+    let store = Store::in_memory().unwrap();
+    store
+        .write(|t| {
+            forward(t, "A", "old", 1_000)?;
+            forward(t, "A", "new", 9_000)?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(store.prune_dedup(5_000, 100).unwrap(), 1);
+    assert_eq!(store.write(|t| t.seen("old")).unwrap(), None);
+    assert!(store.write(|t| t.seen("new")).unwrap().is_some());
+    assert_eq!(store.envelope("old").unwrap().unwrap(), b"old");
+    assert_eq!(store.prune_dedup(5_000, 100).unwrap(), 0);
+}
