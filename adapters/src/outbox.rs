@@ -290,7 +290,9 @@ pub(crate) async fn drain<T: Transport>(
             }
             continue;
         }
-        if !failed && in_flight.len() < ROUNDS_IN_FLIGHT {
+        // A read only when something was committed past the cursor.
+        let end = store.outbox_end();
+        if !failed && in_flight.len() < ROUNDS_IN_FLIGHT && cursor < end {
             let s = store.clone();
             let from = cursor;
             let batch = match tokio::task::spawn_blocking(move || s.outbox_batch(from, BATCH)).await
@@ -316,6 +318,8 @@ pub(crate) async fn drain<T: Transport>(
                 in_flight.push_back(Round { seqs, confirms });
                 continue;
             }
+            // Nothing from the cursor on: what was before `end` is gone.
+            cursor = end;
         }
         let open = !failed && in_flight.len() < ROUNDS_IN_FLIGHT;
         if let Some(front) = in_flight.front_mut() {

@@ -72,6 +72,9 @@ pub(crate) struct Store {
     /// The next outbox sequence. Only the outbox writer inserts, so sequences
     /// follow commit order.
     next_seq: AtomicU64,
+    /// The sequence past every committed outbox entry: the drain has
+    /// nothing to read from a cursor at or past it.
+    outbox_end: AtomicU64,
     /// Durable (fsynced) write transactions committed so far.
     durable_commits: AtomicU64,
 }
@@ -123,6 +126,7 @@ impl Store {
         Ok(Store {
             db,
             next_seq: AtomicU64::new(next_seq),
+            outbox_end: AtomicU64::new(next_seq),
             durable_commits: AtomicU64::new(0),
         })
     }
@@ -153,8 +157,16 @@ impl Store {
             }
         }
         tx.commit()?;
+        self.outbox_end
+            .fetch_max(self.next_seq.load(Ordering::Relaxed), Ordering::Release);
         self.durable_commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The sequence past every committed outbox entry (entries before it
+    /// are visible to every read transaction begun after this call).
+    pub(crate) fn outbox_end(&self) -> u64 {
+        self.outbox_end.load(Ordering::Acquire)
     }
 
     /// The first `limit` outbox entries from sequence `from` on, in order.
@@ -345,7 +357,9 @@ mod tests {
             let ms: Vec<_> = (0..5u8)
                 .map(|i| msg(Route::Ingress, &format!("m{i}"), &[i]))
                 .collect();
+            assert_eq!(s.outbox_end(), 0);
             s.commit(&ms[..2], &[], 1).unwrap();
+            assert_eq!(s.outbox_end(), 2, "the end follows each commit");
             s.commit(&ms[2..], &["req-1".into()], 2).unwrap();
             assert_eq!(s.durable_commits(), 2);
             let b = s.outbox_batch(0, 3).unwrap();
@@ -361,6 +375,8 @@ mod tests {
         let s = Store::open(Some(dir.path()), "UZ/GNK").unwrap();
         // The lazy removal was made durable by closing the database.
         assert_eq!(s.outbox_len().unwrap(), 4);
+        // The drain reads from a cursor below the end: the backlog goes out.
+        assert_eq!(s.outbox_end(), 5);
         assert!(s.handled("req-1").unwrap());
         assert!(!s.handled("req-2").unwrap());
         s.commit(&[msg(Route::Ingress, "m5", b"5")], &[], 3)

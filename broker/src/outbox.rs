@@ -214,6 +214,11 @@ impl<T: Transport> Drain<T> {
             .map(|(r, _)| r.clone())
             .collect();
         let items = loop {
+            // A read only when something was committed past the cursor.
+            let end = self.store.outbox_end();
+            if self.cursor >= end {
+                return Ok(false);
+            }
             let s = self.store.clone();
             let from = self.cursor;
             let skip = blocked.clone();
@@ -250,6 +255,8 @@ impl<T: Transport> Drain<T> {
                 break read.items;
             }
             if read.next == from {
+                // Nothing from the cursor on: what was before `end` is gone.
+                self.cursor = end;
                 return Ok(false);
             }
         };

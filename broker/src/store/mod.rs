@@ -218,9 +218,10 @@ pub struct Store {
     timer_signal: tokio::sync::Notify,
     /// Agency → time zone, for the local times in journal entries.
     zones: std::sync::OnceLock<std::collections::HashMap<String, chrono_tz::Tz>>,
-    /// The next outbox sequence never handed out by this process: new
-    /// entries always go after every earlier one, even once the outbox has
-    /// emptied, so the outbox's drain can read on from a cursor.
+    /// The outbox sequence past every committed entry (at open: past the
+    /// last one stored). New entries always go after it, even once the
+    /// outbox has emptied, so the drain reads on from a cursor, and a
+    /// cursor at it has nothing to read.
     outbox_floor: std::sync::atomic::AtomicU64,
 }
 
@@ -282,7 +283,7 @@ impl Store {
         tx.open(CHECKPOINTS)?;
         tx.open(ENVELOPES)?;
         tx.open(ACCEPTED_AT)?;
-        tx.open(OUTBOX)?;
+        let outbox_end = last_key(&*tx.open(OUTBOX)?)?.map_or(0, |s| s + 1);
         tx.open(TIMERS)?;
         tx.commit()?;
         Ok(Store {
@@ -290,7 +291,7 @@ impl Store {
             outbox_signal: tokio::sync::Notify::new(),
             timer_signal: tokio::sync::Notify::new(),
             zones: std::sync::OnceLock::new(),
-            outbox_floor: std::sync::atomic::AtomicU64::new(0),
+            outbox_floor: std::sync::atomic::AtomicU64::new(outbox_end),
         })
     }
 
@@ -367,7 +368,7 @@ impl Store {
         };
         tx.commit()?;
         self.outbox_floor
-            .fetch_max(next_outbox, std::sync::atomic::Ordering::Relaxed);
+            .fetch_max(next_outbox, std::sync::atomic::Ordering::Release);
         if enqueued {
             self.outbox_signal.notify_one();
         }
@@ -375,6 +376,13 @@ impl Store {
             self.timer_signal.notify_one();
         }
         Ok(r)
+    }
+
+    /// The outbox sequence past every committed entry: the drain has nothing
+    /// to read from a cursor at or past it (entries before it are visible to
+    /// every read transaction begun after this call).
+    pub fn outbox_end(&self) -> u64 {
+        self.outbox_floor.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// What the store's redo log has done since open (replayed records,
