@@ -17,7 +17,7 @@ use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::transport::{Outgoing, Route, Transport};
 use mev_adapter::{
     Adapter, AdapterConfig, AdapterEvent, IncomingReply, IncomingRequest, OutgoingRequest,
-    ReceiptInfo, ReplyBody, RequestHandle,
+    ReceiptInfo, RequestHandle,
 };
 use mev_broker::metrics::{Counters, Snapshot};
 use mev_broker::pipeline::{Batching, Context};
@@ -37,8 +37,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod bench;
+mod cast;
 pub mod proxy;
 pub mod rig;
+
+pub use bench::{bench_main, env_count, median, redact};
+pub use cast::{reply_by_applicant_name, reply_of_kind, Cast, Replier, REPLY_KINDS};
 
 /// The longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -59,81 +64,6 @@ pub async fn start_broker(ctx: Arc<Context>, transport: &Amqp) -> BrokerHandle {
     )
     .await
     .expect("broker starts")
-}
-
-/// The URL without its password, for printing.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = &url[s + 3..at];
-            let user = user.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// The median of `v` (the mean of the middle two of an even count; NaN
-/// for none): benches report medians of repeated runs.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
-/// A bench binary's entry: runs `body` on a multi-thread runtime and exits
-/// 0 when it returns `Ok(true)`; 1 when it returns `Ok(false)` (saying
-/// `missing`) or fails, or the runtime cannot start. Messages start with `name`.
-pub fn bench_main(
-    name: &str,
-    missing: &str,
-    body: impl Future<Output = anyhow::Result<bool>>,
-) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{name}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(body) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("{name}: {missing} (see above)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// A positive count from the environment variable `name` (`_` allowed as a
-/// digit separator), or `default` when it is unset: the benches' settings.
-pub fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
-    use anyhow::Context as _;
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("{name}={v} is not a positive number")),
-        Err(_) => Ok(default),
-    }
 }
 
 /// The RabbitMQ to test against: `AMQP_URL`, or the local default.
@@ -171,126 +101,6 @@ pub async fn reply(handle: RequestHandle) -> IncomingReply {
     within("the reply", handle.reply())
         .await
         .expect("a reply, not an error")
-}
-
-/// Picks the reply a provider sends to a request.
-pub type Replier = Arc<dyn Fn(&Register, &IncomingRequest) -> ReplyBody + Send + Sync>;
-
-/// The reply kinds, by [`ReplyBody::kind_name`].
-pub const REPLY_KINDS: [&str; 4] = ["documents", "refusal", "not_held", "insufficient_data"];
-
-/// A valid reply body of `kind` (a [`REPLY_KINDS`] name) to `req`.
-pub fn reply_of_kind(kind: &str, register: &Register, req: &IncomingRequest) -> ReplyBody {
-    match kind {
-        "refusal" => ReplyBody::Refusal {
-            partial: false,
-            legal_act:
-                "Law of the Republic of Uzbekistan No. ZRU-445 \"On personal data\", art. 15".into(),
-            reason: "the applicant's consent to disclosure is not on file".into(),
-            refused_codes: vec![],
-        },
-        "not_held" => ReplyBody::NotHeld {
-            reason: "no record for this applicant in our database".into(),
-            possible_holder: "UZ-ARXIV".into(),
-        },
-        "insufficient_data" => ReplyBody::InsufficientData {
-            missing: vec!["applicant.birth_date".into()],
-        },
-        _ => {
-            let schema = register
-                .service(&req.header.service)
-                .map(|s| s.reply_schema.clone())
-                .unwrap_or_default();
-            ReplyBody::Documents {
-                provided: req.header.documents.clone(),
-                payload: register.sample_payload(&schema).unwrap_or_default(),
-                payload_schema: schema,
-            }
-        }
-    }
-}
-
-/// The default replier: the kind named at the end of the applicant's full
-/// name (see [`Exchange::request`]), documents otherwise.
-pub fn reply_by_applicant_name() -> Replier {
-    Arc::new(|register: &Register, req: &IncomingRequest| {
-        let name = req
-            .header
-            .applicant
-            .as_ref()
-            .map(|a| a.full_name.as_str())
-            .unwrap_or("");
-        let kind = REPLY_KINDS
-            .iter()
-            .find(|k| name.ends_with(*k))
-            .copied()
-            .unwrap_or("documents");
-        reply_of_kind(kind, register, req)
-    })
-}
-
-/// Who plays which part, chosen from the register's data.
-#[derive(Debug, Clone)]
-pub struct Cast {
-    /// An active service.
-    pub service: Service,
-    /// An allowed consumer of `service`.
-    pub consumer: String,
-    /// The provider of `service`.
-    pub provider: String,
-    /// A registered agency that neither provides nor may consume `service`.
-    pub outsider: String,
-    /// Another active service `consumer` may ask for, whose provider is none
-    /// of the above (it gets no adapter: its inbox just fills up).
-    pub idle_service: Service,
-    /// An abolished service.
-    pub abolished: Service,
-}
-
-impl Cast {
-    /// Chooses the parts from `register`.
-    pub fn choose(register: &Register) -> Cast {
-        let service = register
-            .services()
-            .find(|s| s.is_active() && !s.consumers.is_empty())
-            .expect("an active service with consumers")
-            .clone();
-        let consumer = service.consumers[0].agency.clone();
-        let provider = service.provider.clone();
-        let outsider = register
-            .agencies()
-            .map(|a| a.id.clone())
-            .find(|a| *a != provider && service.consumer(a).is_none())
-            .expect("an agency outside the service");
-        let idle_service = register
-            .services()
-            .find(|s| {
-                s.is_active()
-                    && s.number != service.number
-                    && s.consumer(&consumer).is_some()
-                    && ![&consumer, &provider, &outsider].contains(&&s.provider)
-            })
-            .expect("a second service the consumer may ask for")
-            .clone();
-        let abolished = register
-            .services()
-            .find(|s| !s.is_active())
-            .expect("an abolished service in the register")
-            .clone();
-        Cast {
-            service,
-            consumer,
-            provider,
-            outsider,
-            idle_service,
-            abolished,
-        }
-    }
-
-    /// The agencies that get an adapter.
-    pub fn attached(&self) -> [&str; 3] {
-        [&self.consumer, &self.provider, &self.outsider]
-    }
 }
 
 struct Agency {
