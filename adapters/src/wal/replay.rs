@@ -3,14 +3,18 @@
 
 use super::{checksum, Error, Tables, APPLIED, DEL, HEADER, PUT};
 use redb::{Database, WriteTransaction};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Applies the records of `bytes` after sequence `applied`, in one durable
-/// transaction; returns the last sequence the database then covers.
+/// Applies the records `log` holds after sequence `applied`, in one durable
+/// transaction; returns the last sequence the database then covers. Reads
+/// up to the first record that is torn, zeros, or not newer than the one
+/// before it (what earlier rounds of a reused log left).
 pub(super) fn replay(
     db: &Database,
     path: &Path,
-    bytes: &[u8],
+    mut log: impl Read,
+    size: u64,
     applied: u64,
     tables: Tables,
 ) -> Result<u64, Error> {
@@ -18,32 +22,42 @@ pub(super) fn replay(
         path: path.to_path_buf(),
         reason,
     };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut last = applied;
-    let mut rest = bytes;
+    let mut left = size;
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
     let tx = db.begin_write()?;
-    while rest.len() >= HEADER {
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let lsn = u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes"));
-        let sum = u32::from_le_bytes(rest[12..16].try_into().expect("4 bytes"));
-        let Some(payload) = rest.get(HEADER..HEADER + len) else {
-            break; // torn: its sync never returned
-        };
-        if checksum(lsn, payload) != sum {
-            break; // torn, or what an emptied log held before
+    loop {
+        if left < HEADER as u64 || !read_all(&mut log, &mut header).map_err(io)? {
+            break; // the end of the file, or a torn header
         }
-        rest = &rest[HEADER + len..];
+        left -= HEADER as u64;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let lsn = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        let sum = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
         if lsn <= last {
-            if lsn <= applied {
-                continue; // covered by the checkpoint
-            }
-            break; // stale bytes from before the log was emptied
+            // Zeros, or a record an earlier checkpoint covered: what a
+            // restarted log holds past its newest record.
+            break;
+        }
+        if len as u64 > left {
+            break; // torn: its length runs past the end of the file
+        }
+        left -= len as u64;
+        payload.resize(len, 0);
+        if !read_all(&mut log, &mut payload).map_err(io)? || checksum(lsn, &payload) != sum {
+            break; // torn: its sync never returned
         }
         if lsn != last + 1 {
             return Err(corrupt(format!(
                 "record {lsn} follows {last}: the records between are missing"
             )));
         }
-        apply(&tx, payload, tables).map_err(|e| match e {
+        apply(&tx, &payload, tables).map_err(|e| match e {
             Error::Corrupt { reason, .. } => corrupt(format!("record {lsn}: {reason}")),
             e => e,
         })?;
@@ -57,6 +71,15 @@ pub(super) fn replay(
     // and new records must follow a state the disk has.
     tx.commit()?;
     Ok(last)
+}
+
+/// Fills `buf` from `r`; false if the input ends first.
+fn read_all(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Applies one record's writes.

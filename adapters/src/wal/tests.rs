@@ -59,6 +59,11 @@ fn wal_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join("t.redb.wal")).unwrap().len()
 }
 
+/// Where the log's next record goes (the file is longer: it grows in steps).
+fn log_end(db: &Db) -> u64 {
+    db.log.as_ref().unwrap().lock().unwrap().end
+}
+
 #[test]
 fn durable_commits_survive_a_crash_through_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,8 +101,14 @@ fn a_torn_last_record_is_dropped_and_the_ones_before_kept() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
     write(&db, true, 1, b"one");
-    let one = wal_len(dir.path());
+    let one = log_end(&db);
     write(&db, true, 2, b"two");
+    let two = log_end(&db) as usize;
+    assert_eq!(
+        wal_len(dir.path()),
+        GROW,
+        "the file grows in steps of zeros"
+    );
     let crashed = crash_copy(dir.path());
     let flipped = crash_copy(dir.path());
     drop(db);
@@ -110,15 +121,14 @@ fn a_torn_last_record_is_dropped_and_the_ones_before_kept() {
     assert_eq!(rows, vec![(1, b"one".to_vec())]);
     // A record whose bytes changed fails its checksum the same way.
     torn = bytes.clone();
-    let last = torn.len() - 1;
-    torn[last] ^= 0xff;
+    torn[two - 1] ^= 0xff;
     std::fs::write(flipped.path().join("t.redb.wal"), &torn).unwrap();
     let (rows, _) = contents(&open(flipped.path()));
     assert_eq!(rows, vec![(1, b"one".to_vec())]);
 }
 
 #[test]
-fn checkpoints_empty_the_log_and_lose_nothing() {
+fn checkpoints_restart_the_log_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
     let n = u64::from(CHECKPOINT_COMMITS) + 10;
@@ -135,10 +145,76 @@ fn checkpoints_empty_the_log_and_lose_nothing() {
     let live = contents(&db);
     assert_eq!(live.0.len() as u64, n);
     drop(db);
-    assert_eq!(contents(&open(crashed.path())), live);
-    // A clean close checkpoints: nothing left to replay.
-    assert_eq!(wal_len(dir.path()), 0);
-    assert_eq!(contents(&open(dir.path())), live);
+    let reopened = open(crashed.path());
+    assert_eq!(contents(&reopened), live);
+    assert_eq!(reopened.stats().replayed, db_pending_after(n));
+    // A clean close checkpoints: nothing left to replay, though the file
+    // still holds the records of the last round (they are older than the
+    // checkpoint).
+    assert!(wal_len(dir.path()) > 0);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.stats().replayed, 0);
+    assert_eq!(contents(&reopened), live);
+}
+
+/// Records in the log after `n` commits from an empty log: those since
+/// the last checkpoint, which the checkpoint commit itself is not.
+fn db_pending_after(n: u64) -> u64 {
+    n - u64::from(CHECKPOINT_COMMITS) - 1
+}
+
+#[test]
+fn a_restarted_log_overwrites_its_file_and_replays_only_its_new_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for k in 0..100 {
+        write(&db, true, k, b"first round");
+    }
+    let first_round = log_end(&db);
+    let size = wal_len(dir.path());
+    db.checkpoint().unwrap();
+    assert_eq!(log_end(&db), 0, "the log starts over");
+    write(&db, true, 7, b"second");
+    write(&db, false, 8, b"lazy");
+    write(&db, true, 9, b"third");
+    assert!(log_end(&db) < first_round);
+    assert_eq!(wal_len(dir.path()), size, "the file is reused, not grown");
+    let crashed = crash_copy(dir.path());
+    let live = contents(&db);
+    drop(db);
+    // Past the three new records lie the first round's: older than the
+    // checkpoint, so the replay stops there.
+    let reopened = open(crashed.path());
+    assert_eq!(reopened.stats().replayed, 3);
+    assert_eq!(contents(&reopened), live);
+    assert_eq!(live.0[7], (7, b"second".to_vec()));
+}
+
+#[test]
+fn records_never_synced_past_a_torn_one_stay_lost_after_reopen() {
+    // Records 1 and 3 whole on disk, record 2 torn (the crash came before
+    // their sync). The replay applies 1; the next record 2 must not be
+    // followed by the old record 3 at a later crash.
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    write(&db, true, 1, b"one");
+    let one = log_end(&db) as usize;
+    write(&db, false, 2, b"two");
+    write(&db, false, 3, b"333");
+    let crashed = crash_copy(dir.path());
+    drop(db);
+    let wal = crashed.path().join("t.redb.wal");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes[one + HEADER] ^= 0xff;
+    std::fs::write(&wal, &bytes).unwrap();
+    let db = open(crashed.path());
+    assert_eq!(db.stats().replayed, 1);
+    // A record of the same size as the torn one, with other content.
+    write(&db, true, 2, b"TWO");
+    let again = crash_copy(crashed.path());
+    drop(db);
+    let (rows, _) = contents(&open(again.path()));
+    assert_eq!(rows, vec![(1, b"one".to_vec()), (2, b"TWO".to_vec())]);
 }
 
 #[test]
@@ -147,11 +223,11 @@ fn lazy_commits_become_durable_with_the_next_durable_one() {
     let db = open(dir.path());
     write(&db, true, 1, b"durable");
     write(&db, false, 2, b"lazy");
-    let before_sync = wal_len(dir.path());
+    let before_sync = log_end(&db);
     // An empty durable commit syncs what is pending, as the adapter's
     // `persist` relies on.
     db.begin(true).unwrap().commit().unwrap();
-    assert_eq!(wal_len(dir.path()), before_sync, "nothing new to log");
+    assert_eq!(log_end(&db), before_sync, "nothing new to log");
     let crashed = crash_copy(dir.path());
     let (rows, _) = contents(&open(crashed.path()));
     assert_eq!(rows.len(), 2);
@@ -162,7 +238,7 @@ fn a_gap_in_the_sequence_or_an_unknown_table_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
     write(&db, true, 1, b"one");
-    let one = wal_len(dir.path()) as usize;
+    let one = log_end(&db) as usize;
     write(&db, true, 2, b"two");
     write(&db, true, 3, b"three");
     let crashed = crash_copy(dir.path());
@@ -205,7 +281,7 @@ fn a_large_transaction_is_made_durable_by_redb_itself() {
     // A checkpoint: redb's durable commit covers it and the small one
     // before it, and the log is empty.
     assert_eq!((db.logged(), db.stats().checkpoints), (0, 1));
-    assert_eq!(wal_len(dir.path()), 0);
+    assert_eq!(log_end(&db), 0);
     let crashed = crash_copy(dir.path());
     let (rows, _) = contents(&open(crashed.path()));
     assert_eq!(rows, vec![(1, b"small".to_vec()), (2, big)]);
