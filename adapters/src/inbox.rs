@@ -92,8 +92,9 @@ async fn dispatch<T: Transport>(
     let _ = delivery.ack().await;
 }
 
-/// Marks what was just handled in the dedup index (durably, grouped with
-/// other commits), then releases the claims.
+/// Marks what was just handled in the dedup index (durably, riding on the
+/// writer's next transaction: what was handled is already surfaced, and only
+/// the ack waits for the mark), then releases the claims.
 async fn mark_handled<T: Transport>(shared: &Shared<T>, claims: Vec<Claim<'_>>) {
     let keys: Vec<String> = claims
         .iter()
@@ -103,7 +104,7 @@ async fn mark_handled<T: Transport>(shared: &Shared<T>, claims: Vec<Claim<'_>>) 
     if keys.is_empty() {
         return;
     }
-    if let Err(e) = shared.outbox.commit(Vec::new(), keys).await {
+    if let Err(e) = shared.outbox.mark_handled(keys).await {
         tracing::warn!(agency = shared.agency(), error = %e, "could not mark messages handled; a redelivery may surface them again");
     }
     drop(claims);

@@ -5,7 +5,10 @@
 //!   status updates, the inbox loop's replies with their request marked
 //!   handled, dedup marks) and writes every request waiting in its channel in
 //!   ONE durable write transaction (group commit: one fsync for many
-//!   messages), then answers each caller and wakes the drain.
+//!   messages), then answers each caller and wakes the drain. Dedup marks
+//!   that only hold back an ack (receipts, replies, notices: see
+//!   [`Outbox::mark_handled`]) wait up to [`LINGER`] to ride on the next
+//!   such transaction instead of paying a fsync of their own.
 //! - The **drain** task publishes the outbox in sequence order, in rounds
 //!   of up to [`BATCH`] messages with their confirms in flight together and
 //!   up to [`ROUNDS_IN_FLIGHT`] rounds awaiting confirms at once, removes what
@@ -34,10 +37,15 @@ pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Dedup keys forgotten per pruning pass at most.
 const PRUNE_LIMIT: usize = 10_000;
+/// How long dedup marks wait for a transaction to ride on before they are
+/// written in one of their own.
+pub(crate) const LINGER: Duration = Duration::from_millis(50);
 
 struct WriteReq {
     messages: Vec<Outgoing>,
     handled: Vec<String>,
+    /// Nobody waits on this but an ack: it may wait for company.
+    lazy: bool,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -105,7 +113,21 @@ impl Outbox {
         messages: Vec<Outgoing>,
         handled: Vec<String>,
     ) -> Result<(), AdapterError> {
-        let rx = self.enqueue(messages, handled).await?;
+        let rx = self.enqueue(messages, handled, false).await?;
+        rx.await
+            .map_err(|_| AdapterError::Closed)?
+            .map_err(AdapterError::Store)
+    }
+
+    /// Marks `handled` keys as handled durably; returns once that is on disk,
+    /// which may be up to [`LINGER`] later than [`commit`](Self::commit)
+    /// would: the marks ride on the next transaction written for anyone
+    /// else, or get one of their own once they have waited that long. For a
+    /// delivery already dealt with whose ack is all that waits on the mark
+    /// (a receipt, a reply surfaced to its caller): at low load each would
+    /// otherwise cost a fsync.
+    pub(crate) async fn mark_handled(&self, handled: Vec<String>) -> Result<(), AdapterError> {
+        let rx = self.enqueue(Vec::new(), handled, true).await?;
         rx.await
             .map_err(|_| AdapterError::Closed)?
             .map_err(AdapterError::Store)
@@ -115,12 +137,14 @@ impl Outbox {
         &self,
         messages: Vec<Outgoing>,
         handled: Vec<String>,
+        lazy: bool,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, AdapterError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Msg::Write(WriteReq {
                 messages,
                 handled,
+                lazy,
                 done,
             }))
             .await
@@ -158,6 +182,9 @@ async fn writer(
 ) {
     let prune_every = (retention / 16).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut last_prune: Option<Instant> = None;
+    // Lazy marks waiting for a transaction, and when they stop waiting.
+    let mut lingering: Vec<WriteReq> = Vec::new();
+    let mut due: Option<tokio::time::Instant> = None;
     loop {
         if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
             last_prune = Some(Instant::now());
@@ -170,22 +197,39 @@ async fn writer(
                 Err(e) => tracing::warn!(error = %e, "pruning the dedup index panicked"),
             }
         }
-        let Some(first) = rx.recv().await else {
-            break;
+        let first = match due {
+            Some(at) => tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(at) => {
+                    due = None;
+                    write_group(&store, std::mem::take(&mut lingering), &depth, &notify).await;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
         };
         let mut group = Vec::new();
-        let mut closing = false;
-        match first {
-            Msg::Write(w) => group.push(w),
-            Msg::Close => closing = true,
-        }
-        while !closing && group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Msg::Write(w)) => group.push(w),
-                Ok(Msg::Close) => closing = true,
-                Err(_) => break,
+        let mut closing = first.is_none();
+        let mut next = first;
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Write(w) if w.lazy => lingering.push(w),
+                Msg::Write(w) => group.push(w),
+                Msg::Close => closing = true,
+            }
+            if !closing && group.len() + lingering.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
+        if group.is_empty() && !closing && lingering.len() < MAX_GROUP {
+            // Only marks so far: they wait for company, up to LINGER.
+            if !lingering.is_empty() && due.is_none() {
+                due = Some(tokio::time::Instant::now() + LINGER);
+            }
+            continue;
+        }
+        group.append(&mut lingering);
+        due = None;
         if !group.is_empty() {
             write_group(&store, group, &depth, &notify).await;
         }
@@ -450,7 +494,7 @@ mod tests {
             let mut waiters = Vec::new();
             for i in 0..300u32 {
                 let rx = outbox
-                    .enqueue(vec![msg(i)], vec![format!("h{i}")])
+                    .enqueue(vec![msg(i)], vec![format!("h{i}")], false)
                     .await
                     .unwrap();
                 waiters.push(rx);
@@ -471,6 +515,53 @@ mod tests {
             outbox.commit(vec![msg(1)], vec![]).await,
             Err(AdapterError::Closed)
         ));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn marks_ride_on_the_next_transaction_or_wait_at_most_the_linger() {
+        let store = Arc::new(Store::open(None, "A").unwrap());
+        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600)).unwrap();
+        let outbox = Arc::new(outbox);
+        let marked = |key: &'static str| {
+            let o = outbox.clone();
+            tokio::spawn(async move { o.mark_handled(vec![key.into()]).await })
+        };
+
+        // A mark and, 10 ms later, a send: one transaction carries both.
+        let start = tokio::time::Instant::now();
+        let a = marked("a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!a.is_finished(), "a mark waits for company");
+        assert!(!store.handled("a").unwrap());
+        outbox.commit(vec![msg(1)], vec![]).await.unwrap();
+        a.await.unwrap().unwrap();
+        assert!(start.elapsed() < LINGER);
+        assert!(store.handled("a").unwrap());
+        assert_eq!(store.durable_commits(), 1, "the mark rode on the send");
+
+        // Marks alone: written together once the first has waited LINGER.
+        let start = tokio::time::Instant::now();
+        let b = marked("b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let c = marked("c");
+        b.await.unwrap().unwrap();
+        c.await.unwrap().unwrap();
+        assert_eq!(
+            start.elapsed(),
+            LINGER,
+            "no longer than the first one's linger"
+        );
+        assert!(store.handled("b").unwrap() && store.handled("c").unwrap());
+        assert_eq!(store.durable_commits(), 2, "one transaction for both");
+
+        // Closing writes what still lingers.
+        let d = marked("d");
+        tokio::task::yield_now().await;
+        outbox.close().await;
+        d.await.unwrap().unwrap();
+        writer.await.unwrap();
+        assert!(store.handled("d").unwrap());
+        assert_eq!(store.durable_commits(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
