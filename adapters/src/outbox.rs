@@ -11,9 +11,10 @@
 //!   such transaction instead of paying a fsync of their own.
 //! - The **drain** task publishes the outbox in sequence order, in rounds
 //!   of up to [`BATCH`] messages with their confirms in flight together and
-//!   up to [`ROUNDS_IN_FLIGHT`] rounds awaiting confirms at once, removes what
-//!   was confirmed (lazily: losing a removal only re-publishes, and receivers
-//!   drop duplicates by message id), and after a failure (connection down,
+//!   up to [`ROUNDS_IN_FLIGHT`] rounds awaiting confirms at once, has what
+//!   was confirmed removed (lazily, by the writer's next transaction: losing
+//!   a removal only re-publishes, and receivers drop duplicates by message
+//!   id), and after a failure (connection down,
 //!   nack, unroutable) waits a capped, jittered exponential [`Backoff`]
 //!   before trying again. What is in the outbox at start (after a crash or
 //!   an outage) is drained the same way.
@@ -327,6 +328,12 @@ pub(crate) async fn drain<T: Transport>(
         if failed && in_flight.is_empty() {
             failed = false;
             cursor = 0;
+            // The read from the oldest entry must not find what was confirmed.
+            let s = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.remove_confirmed(false)).await
+            {
+                tracing::warn!(error = %e, "removing confirmed messages from the outbox failed; they may be published again");
+            }
             let wait = backoff.next_delay();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -410,6 +417,10 @@ pub(crate) async fn drain<T: Transport>(
 
 /// How long the outbox stays empty before its lazy removals are persisted.
 const QUIET: Duration = Duration::from_secs(1);
+/// Confirmed entries waiting for the writer's next transaction at most;
+/// past that the drain removes them in a transaction of its own (draining
+/// a backlog, nothing new is written).
+const REMOVE_AT: usize = 4 * BATCH;
 /// How long a stop waits for the confirms of rounds in flight.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -452,18 +463,22 @@ async fn settle(
         tracing::warn!(%error, failed = failures, of = n, "outbox publish failed; will retry");
     }
     if !confirmed.is_empty() {
-        // Lazy: a crash before the next durable commit only re-publishes
-        // these, and receivers drop copies by id (see `drain`).
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.remove(&confirmed, false)).await {
-            Ok(Ok(removed)) => depth.send_modify(|d| *d = d.saturating_sub(removed)),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "removing confirmed messages from the outbox failed");
-                return true;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "removing confirmed messages panicked");
-                return true;
+        // Removed by the writer's next transaction, or here once many wait:
+        // a crash before the next durable commit only re-publishes them,
+        // and receivers drop copies by id (see `drain`).
+        depth.send_modify(|d| *d = d.saturating_sub(confirmed.len() as u64));
+        if store.confirmed(&confirmed) >= REMOVE_AT {
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.remove_confirmed(false)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "removing confirmed messages from the outbox failed");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "removing confirmed messages panicked");
+                    return true;
+                }
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::wal::{Db, Replay};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
@@ -77,6 +78,9 @@ pub(crate) struct Store {
     outbox_end: AtomicU64,
     /// Durable (fsynced) write transactions committed so far.
     durable_commits: AtomicU64,
+    /// Outbox entries RabbitMQ confirmed, to be removed by the next write
+    /// transaction (see [`Store::confirmed`]).
+    confirmed: Mutex<Vec<u64>>,
 }
 
 /// Milliseconds since the epoch now.
@@ -128,20 +132,40 @@ impl Store {
             next_seq: AtomicU64::new(next_seq),
             outbox_end: AtomicU64::new(next_seq),
             durable_commits: AtomicU64::new(0),
+            confirmed: Mutex::new(Vec::new()),
         })
     }
 
     /// In one durable write transaction (one fsync): appends `messages` to
-    /// the outbox and marks `handled` keys as handled at `now_ms`.
+    /// the outbox and marks `handled` keys as handled at `now_ms`; removes
+    /// the entries [`confirmed`](Self::confirmed) since the last write.
     pub(crate) fn commit(
         &self,
         messages: &[Outgoing],
         handled: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
+        let removals = self.take_confirmed();
+        let result = self.commit_with(messages, handled, &removals, now_ms);
+        if result.is_err() {
+            self.confirmed(&removals);
+        }
+        result
+    }
+
+    fn commit_with(
+        &self,
+        messages: &[Outgoing],
+        handled: &[String],
+        removals: &[u64],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin(true)?;
         {
             let mut outbox = tx.open(OUTBOX)?;
+            for s in removals {
+                outbox.remove(*s)?;
+            }
             for m in messages {
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                 outbox.insert(seq, encode(m).as_slice())?;
@@ -161,6 +185,21 @@ impl Store {
             .fetch_max(self.next_seq.load(Ordering::Relaxed), Ordering::Release);
         self.durable_commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Notes outbox entries RabbitMQ confirmed; returns how many wait to be
+    /// removed. They are removed by the next write transaction (a commit,
+    /// [`remove_confirmed`](Self::remove_confirmed) or
+    /// [`persist`](Self::persist)) rather than one of their own: until then
+    /// a crash only re-publishes them, and receivers drop copies by id.
+    pub(crate) fn confirmed(&self, seqs: &[u64]) -> usize {
+        let mut c = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        c.extend_from_slice(seqs);
+        c.len()
+    }
+
+    fn take_confirmed(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The sequence past every committed outbox entry (entries before it
@@ -183,13 +222,23 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes confirmed entries; returns how many were there. Lazy (not
+    /// Removes the entries [`confirmed`](Self::confirmed) so far in a
+    /// transaction of their own; returns how many were there. Lazy (not
     /// fsynced) unless `durable`: losing a removal only re-publishes a
     /// message, which receivers drop by its id.
-    pub(crate) fn remove(&self, seqs: &[u64], durable: bool) -> Result<u64, StoreError> {
-        if seqs.is_empty() {
+    pub(crate) fn remove_confirmed(&self, durable: bool) -> Result<u64, StoreError> {
+        let seqs = self.take_confirmed();
+        if seqs.is_empty() && !durable {
             return Ok(0);
         }
+        let result = self.remove(&seqs, durable);
+        if result.is_err() {
+            self.confirmed(&seqs);
+        }
+        result
+    }
+
+    fn remove(&self, seqs: &[u64], durable: bool) -> Result<u64, StoreError> {
         let tx = self.db.begin(durable)?;
         let mut removed = 0;
         {
@@ -207,11 +256,10 @@ impl Store {
         Ok(removed)
     }
 
-    /// One durable commit, which carries every lazy one before it to disk.
+    /// One durable commit, which removes what was confirmed and carries
+    /// every lazy commit before it to disk.
     pub(crate) fn persist(&self) -> Result<(), StoreError> {
-        self.db.begin(true)?.commit()?;
-        self.durable_commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.remove_confirmed(true).map(|_| ())
     }
 
     /// Messages in the outbox.
@@ -369,16 +417,22 @@ mod tests {
                     .collect::<Vec<_>>(),
                 ["m0", "m1", "m2"]
             );
-            assert_eq!(s.remove(&[b[0].seq, b[0].seq], false).unwrap(), 1);
+            assert_eq!(s.confirmed(&[b[0].seq, b[0].seq]), 2);
+            assert_eq!(s.remove_confirmed(false).unwrap(), 1);
+            // Confirmed entries go with the next write transaction.
+            assert_eq!(s.confirmed(&[b[1].seq]), 1);
+            s.commit(&[], &["req-2".into()], 3).unwrap();
+            assert_eq!(s.confirmed(&[]), 0);
+            assert_eq!(s.outbox_batch(0, 1).unwrap()[0].seq, b[2].seq);
         }
         assert!(dir.path().join("adapter-UZ_GNK.redb").exists());
         let s = Store::open(Some(dir.path()), "UZ/GNK").unwrap();
         // The lazy removal was made durable by closing the database.
-        assert_eq!(s.outbox_len().unwrap(), 4);
+        assert_eq!(s.outbox_len().unwrap(), 3);
         // The drain reads from a cursor below the end: the backlog goes out.
         assert_eq!(s.outbox_end(), 5);
         assert!(s.handled("req-1").unwrap());
-        assert!(!s.handled("req-2").unwrap());
+        assert!(s.handled("req-2").unwrap());
         s.commit(&[msg(Route::Ingress, "m5", b"5")], &[], 3)
             .unwrap();
         let ids: Vec<_> = s
@@ -387,7 +441,7 @@ mod tests {
             .into_iter()
             .map(|e| e.message.message_id)
             .collect();
-        assert_eq!(ids, ["m1", "m2", "m3", "m4", "m5"], "new ones after old");
+        assert_eq!(ids, ["m2", "m3", "m4", "m5"], "new ones after old");
     }
 
     #[test]
