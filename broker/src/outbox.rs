@@ -11,6 +11,12 @@
 //! the next read starts again from the oldest entry, so whatever failed or
 //! was skipped is taken again; so it does at least every [`SWEEP`].
 //!
+//! What RabbitMQ confirmed is removed, and its delivery journalled, by the
+//! store's next write transaction (the pipeline's next batch, most often),
+//! not by one of its own per round; the drain writes one itself once
+//! [`REMOVE_AT`] entries wait, after [`REMOVE_IDLE`] idle, before a read
+//! from the oldest entry and at stop.
+//!
 //! Whatever cannot be delivered stays on disk and is retried (KZ order §9;
 //! Tatarstan §1.3): an outage or a lost connection backs off every
 //! recipient; a nack (a full inbox with `x-overflow = reject-publish`) or a
@@ -46,6 +52,11 @@ const IDLE: Duration = Duration::from_secs(1);
 const SWEEP: Duration = Duration::from_secs(30);
 /// How long a stop waits for the confirms of rounds in flight.
 const STOP_WAIT: Duration = Duration::from_secs(5);
+/// Confirmed entries wait for the store's next write transaction (see
+/// `Store::outbox_confirmed`) until this many wait, or the drain has been
+/// idle this long: then it removes them in a transaction of its own.
+const REMOVE_AT: usize = 4 * TAKE;
+const REMOVE_IDLE: Duration = Duration::from_millis(100);
 
 fn default_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
@@ -85,6 +96,9 @@ struct Drain<T> {
     skipped: HashSet<String>,
     /// When the last read from the oldest entry was.
     swept: Instant,
+    /// Since when the drain has been idle with confirmed entries waiting
+    /// for a write transaction.
+    confirmed_since: Option<Instant>,
 }
 
 /// Drains the outbox until `shutdown` flips to true.
@@ -105,6 +119,7 @@ pub async fn run<T: Transport>(
         rescan: false,
         skipped: HashSet::new(),
         swept: Instant::now(),
+        confirmed_since: None,
     };
     loop {
         if *shutdown.borrow() {
@@ -122,6 +137,7 @@ pub async fn run<T: Transport>(
                     d.finish_round(sent, dropped, results, Instant::now()).await;
                 }
             }
+            d.remove_confirmed().await;
             return;
         }
         let now = Instant::now();
@@ -131,7 +147,9 @@ pub async fn run<T: Transport>(
             d.rescan = true;
         }
         if d.in_flight.is_empty() && (d.rescan || d.link_backoff_ended(now)) {
-            // Take again what failed, or waited for a back-off to end.
+            // Take again what failed, or waited for a back-off to end; not
+            // what was delivered.
+            d.remove_confirmed().await;
             d.cursor = 0;
             d.rescan = false;
             d.skipped.clear();
@@ -177,12 +195,23 @@ pub async fn run<T: Transport>(
             continue;
         }
         // Nothing in flight and nothing to publish: wait for new entries,
-        // the end of a recipient's back-off, or at most `IDLE`.
+        // the end of a recipient's back-off, or at most `IDLE`; what was
+        // confirmed waits `REMOVE_IDLE` for a write to go with.
+        if d.store.outbox_confirmed_len() > 0 {
+            let since = *d.confirmed_since.get_or_insert(now);
+            if now >= since + REMOVE_IDLE {
+                d.remove_confirmed().await;
+                continue;
+            }
+        } else {
+            d.confirmed_since = None;
+        }
         let next = d
             .routes
             .values()
             .map(|w| w.until)
             .filter(|u| *u > now)
+            .chain(d.confirmed_since.map(|t| t + REMOVE_IDLE))
             .min()
             .unwrap_or(now + IDLE)
             .min(now + IDLE);
@@ -365,15 +394,24 @@ impl<T: Transport> Drain<T> {
                 tracing::warn!(%agency, error = %e, "cannot declare the inbox");
             }
         }
-        if !done.is_empty() {
-            let s = self.store.clone();
-            match tokio::task::spawn_blocking(move || s.outbox_remove(&done, &delivered)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot remove delivered entries; they will be published again and deduplicated")
-                }
-                Err(e) => tracing::warn!(error = %e, "outbox removal task failed"),
+        if (!done.is_empty() || !delivered.is_empty())
+            && self.store.outbox_confirmed(done, delivered) >= REMOVE_AT
+        {
+            self.remove_confirmed().await;
+        }
+    }
+
+    /// Removes and journals, in a transaction of their own, the confirmed
+    /// entries still waiting for one.
+    async fn remove_confirmed(&mut self) {
+        self.confirmed_since = None;
+        let s = self.store.clone();
+        match tokio::task::spawn_blocking(move || s.outbox_remove_confirmed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot remove delivered entries; they will be published again and deduplicated")
             }
+            Err(e) => tracing::warn!(error = %e, "outbox removal task failed"),
         }
     }
 }

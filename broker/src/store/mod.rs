@@ -223,6 +223,10 @@ pub struct Store {
     /// outbox has emptied, so the drain reads on from a cursor, and a
     /// cursor at it has nothing to read.
     outbox_floor: std::sync::atomic::AtomicU64,
+    /// Outbox entries RabbitMQ confirmed and their `Delivered` events, for
+    /// the next write transaction to remove and journal together (see
+    /// [`Store::outbox_confirmed`]).
+    confirmed: std::sync::Mutex<Confirmed>,
 }
 
 /// What the dedup index knows of a message id.
@@ -259,6 +263,22 @@ pub struct OutboxEntry {
     pub entry: Option<u64>,
 }
 
+/// Confirmed outbox entries waiting for a write transaction.
+#[derive(Default)]
+struct Confirmed {
+    seqs: Vec<u64>,
+    delivered: Vec<Event>,
+}
+
+impl Confirmed {
+    /// Back in front of what was confirmed since it was taken.
+    fn put_back(&mut self, mut earlier: Confirmed) {
+        earlier.seqs.append(&mut self.seqs);
+        earlier.delivered.append(&mut self.delivered);
+        *self = earlier;
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -292,6 +312,7 @@ impl Store {
             timer_signal: tokio::sync::Notify::new(),
             zones: std::sync::OnceLock::new(),
             outbox_floor: std::sync::atomic::AtomicU64::new(outbox_end),
+            confirmed: std::sync::Mutex::new(Confirmed::default()),
         })
     }
 
@@ -315,6 +336,25 @@ impl Store {
     fn write_with<R>(
         &self,
         durable: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        // What was confirmed since the last write goes with this one.
+        let confirmed = std::mem::take(&mut *self.confirmed());
+        let result = self.write_confirmed(durable, &confirmed, f);
+        if result.is_err() {
+            self.confirmed().put_back(confirmed);
+        }
+        result
+    }
+
+    fn confirmed(&self) -> std::sync::MutexGuard<'_, Confirmed> {
+        self.confirmed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_confirmed<R>(
+        &self,
+        durable: bool,
+        confirmed: &Confirmed,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let tx = self.db.begin(durable)?;
@@ -357,6 +397,12 @@ impl Store {
                 enqueued: false,
                 armed: false,
             };
+            for seq in &confirmed.seqs {
+                txn.outbox.remove(seq)?;
+            }
+            for e in &confirmed.delivered {
+                txn.record(e)?;
+            }
             let r = f(&mut txn)?;
             if txn.appended {
                 meta.insert("frontier", txn.frontier.serialize().as_slice())?;

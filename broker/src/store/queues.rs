@@ -117,6 +117,9 @@ impl Store {
     /// entries are published again, receivers drop the copies by id, and
     /// the deliveries are journalled then: nothing is confirmed that is not
     /// durable, and the journal never says delivered for what it may send again.
+    ///
+    /// The drain does not call this for each round: see
+    /// [`Store::outbox_confirmed`].
     pub fn outbox_remove(&self, seqs: &[u64], delivered: &[Event]) -> Result<(), StoreError> {
         if seqs.is_empty() && delivered.is_empty() {
             return Ok(());
@@ -130,6 +133,33 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Notes delivered entries (confirmed by RabbitMQ) and their
+    /// `Delivered` events; returns how many entries wait. The next write
+    /// transaction, whoever makes it (the pipeline's next batch, the
+    /// timers, a checkpoint, [`Store::outbox_remove_confirmed`]), removes
+    /// and journals them in one, as [`Store::outbox_remove`] would: at low
+    /// load that saves a transaction per round published.
+    pub fn outbox_confirmed(&self, seqs: Vec<u64>, delivered: Vec<Event>) -> usize {
+        let mut c = self.confirmed();
+        c.seqs.extend(seqs);
+        c.delivered.extend(delivered);
+        c.seqs.len()
+    }
+
+    /// How many confirmed entries wait for a write transaction.
+    pub fn outbox_confirmed_len(&self) -> usize {
+        self.confirmed().seqs.len()
+    }
+
+    /// Removes and journals what [`Store::outbox_confirmed`] noted, in a
+    /// lazy transaction of its own (if anything waits).
+    pub fn outbox_remove_confirmed(&self) -> Result<(), StoreError> {
+        if self.outbox_confirmed_len() == 0 && self.confirmed().delivered.is_empty() {
+            return Ok(());
+        }
+        self.write_lazy(|_| Ok(()))
     }
 }
 

@@ -241,3 +241,55 @@ fn dedup_retention_prunes_old_ids_but_keeps_envelopes() {
     assert_eq!(store.envelope("old").unwrap().unwrap(), b"old");
     assert_eq!(store.prune_dedup(5_000, 100).unwrap(), 0);
 }
+
+#[test]
+fn confirmed_entries_go_with_the_next_write_or_stay_if_it_fails() {
+    let store = Store::in_memory().unwrap();
+    store
+        .write(|t| {
+            for i in 0..3 {
+                forward(t, "A", &format!("m{i}"), i)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let read = store.outbox_next(0, 3, 10, |_| false).unwrap();
+    let seqs: Vec<u64> = read.items.iter().map(|i| i.0).collect();
+    let delivered = |i: usize| Event {
+        message_id: read.items[i].1.message_id.clone(),
+        ..event(EventKind::Delivered)
+    };
+    assert_eq!(store.outbox_confirmed(vec![seqs[0]], vec![delivered(0)]), 1);
+    assert_eq!(store.outbox_depth().unwrap(), 3, "noted, not yet removed");
+    // A write that fails takes nothing with it.
+    let failed =
+        store.write(|_| -> Result<(), StoreError> { Err(StoreError::Journal("no".into())) });
+    assert!(failed.is_err());
+    assert_eq!(store.outbox_confirmed(vec![seqs[1]], vec![delivered(1)]), 2);
+    // The next write removes both and journals both deliveries, in order,
+    // before its own entries.
+    store
+        .write(|t| forward(t, "B", "m3", 3).map(|_| ()))
+        .unwrap();
+    assert_eq!(store.outbox_confirmed_len(), 0);
+    assert_eq!(store.outbox_depth().unwrap(), 2);
+    let kinds: Vec<(EventKind, String)> = store
+        .events()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.message_id))
+        .collect();
+    let n = kinds.len();
+    assert_eq!(
+        kinds[n - 3..n - 1],
+        [
+            (EventKind::Delivered, "m0".to_string()),
+            (EventKind::Delivered, "m1".to_string())
+        ]
+    );
+    // Alone: a transaction of their own.
+    store.outbox_confirmed(vec![seqs[2]], vec![delivered(2)]);
+    store.outbox_remove_confirmed().unwrap();
+    assert_eq!(store.outbox_depth().unwrap(), 1);
+    assert_eq!(store.events().unwrap().len(), n + 1);
+}
