@@ -46,16 +46,22 @@ pub enum EntryError {
     EnvelopeDigest { claimed: String, actual: String },
 }
 
+/// The stored bytes of the entry `head` with `envelope` (what
+/// [`Entry::encode`] gives, without an entry holding a copy of the envelope).
+pub fn encode(head: &Head, envelope: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let head = serde_json::to_vec(head)?;
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + head.len() + envelope.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(envelope);
+    Ok(out)
+}
+
 impl Entry {
     /// The stored bytes.
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let head = serde_json::to_vec(&self.head)?;
-        let mut out = Vec::with_capacity(MAGIC.len() + 4 + head.len() + self.envelope.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(head.len() as u32).to_be_bytes());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&self.envelope);
-        Ok(out)
+        encode(&self.head, &self.envelope)
     }
 
     /// Decodes stored bytes, checking the envelope against its digest.

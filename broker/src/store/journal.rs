@@ -163,23 +163,20 @@ impl Txn<'_> {
                 .to_string(),
             None => String::new(),
         };
-        let entry = Entry {
-            head: Head {
-                seq,
-                prev: self.last_leaf.as_ref().map(to_hex).unwrap_or_default(),
-                at_utc: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                sender_local: local(&event.sender),
-                recipient_local: local(&event.recipient),
-                event: event.clone(),
-                envelope_sha256: if envelope.is_empty() {
-                    String::new()
-                } else {
-                    to_hex(&mev_proto::envelope::sha256(envelope))
-                },
+        let head = Head {
+            seq,
+            prev: self.last_leaf.as_ref().map(to_hex).unwrap_or_default(),
+            at_utc: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            sender_local: local(&event.sender),
+            recipient_local: local(&event.recipient),
+            event: event.clone(),
+            envelope_sha256: if envelope.is_empty() {
+                String::new()
+            } else {
+                to_hex(&mev_proto::envelope::sha256(envelope))
             },
-            envelope: envelope.to_vec(),
         };
-        let bytes = entry.encode()?;
+        let bytes = crate::journal::entry::encode(&head, envelope)?;
         let leaf = leaf_of(&bytes);
         self.journal.insert(seq, bytes.as_slice())?;
         self.leaves.insert(seq, leaf.as_slice())?;
