@@ -318,7 +318,11 @@ impl<T: Transport> Adapter<T> {
                 .map_err(|e| StoreError::Database(format!("opening the store panicked: {e}")))??
         };
         let store = Arc::new(store);
-        let (outbox, writer_task) = outbox::Outbox::start(store.clone(), config.dedup_retention)?;
+        let (outbox, writer_task) = outbox::Outbox::start(
+            store.clone(),
+            config.dedup_retention,
+            usize::from(config.prefetch / 2),
+        )?;
         let inbox = transport.names().inbox_queue(&agency);
         let consumer = match transport.consume(&inbox, config.prefetch).await {
             Ok(c) => c,

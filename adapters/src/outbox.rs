@@ -8,7 +8,8 @@
 //!   messages), then answers each caller and wakes the drain. Dedup marks
 //!   that only hold back an ack (receipts, replies, notices: see
 //!   [`Outbox::mark_handled`]) wait up to [`LINGER`] to ride on the next
-//!   such transaction instead of paying a fsync of their own.
+//!   such transaction instead of paying a fsync of their own, unless half
+//!   the inbox's prefetch is waiting so.
 //! - The **drain** task publishes the outbox in sequence order, in rounds
 //!   of up to [`BATCH`] messages with their confirms in flight together and
 //!   up to [`ROUNDS_IN_FLIGHT`] rounds awaiting confirms at once, has what
@@ -72,18 +73,25 @@ pub(crate) struct DrainParts {
 impl Outbox {
     /// Starts the writer over `store`; dedup keys older than `retention`
     /// are pruned now and then.
+    /// `marks_at`: lingering marks are written without waiting once this
+    /// many wait (half the inbox's prefetch: each holds back a delivery's
+    /// ack, and the inbox must not run out of deliveries meanwhile).
     pub(crate) fn start(
         store: Arc<Store>,
         retention: Duration,
+        marks_at: usize,
     ) -> Result<(Outbox, JoinHandle<()>), StoreError> {
         let outbox = Self::unstarted(&store)?;
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let writer = tokio::spawn(writer(
             store,
             rx,
-            outbox.depth.clone(),
-            outbox.notify.clone(),
+            Signals {
+                depth: outbox.depth.clone(),
+                notify: outbox.notify.clone(),
+            },
             retention,
+            marks_at.clamp(1, MAX_GROUP),
         ));
         Ok((Outbox { tx, ..outbox }, writer))
     }
@@ -174,13 +182,20 @@ impl Outbox {
     }
 }
 
+/// Whom the writer tells about a commit: the depth gauge and the drain.
+struct Signals {
+    depth: Arc<watch::Sender<u64>>,
+    notify: Arc<Notify>,
+}
+
 async fn writer(
     store: Arc<Store>,
     mut rx: mpsc::Receiver<Msg>,
-    depth: Arc<watch::Sender<u64>>,
-    notify: Arc<Notify>,
+    signals: Signals,
     retention: Duration,
+    marks_at: usize,
 ) {
+    let Signals { depth, notify } = signals;
     let prune_every = (retention / 16).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut last_prune: Option<Instant> = None;
     // Lazy marks waiting for a transaction, and when they stop waiting.
@@ -222,8 +237,8 @@ async fn writer(
                 next = rx.try_recv().ok();
             }
         }
-        if group.is_empty() && !closing && lingering.len() < MAX_GROUP {
-            // Only marks so far: they wait for company, up to LINGER.
+        if group.is_empty() && !closing && lingering.len() < marks_at {
+            // Only a few marks so far: they wait for company, up to LINGER.
             if !lingering.is_empty() && due.is_none() {
                 due = Some(tokio::time::Instant::now() + LINGER);
             }
@@ -501,7 +516,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn group_commit_writes_waiting_requests_in_one_transaction() {
         let store = Arc::new(Store::open(None, "A").unwrap());
-        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600)).unwrap();
+        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600), 32).unwrap();
         // On one thread the writer cannot run until this task yields: every
         // request below is waiting in its channel when it does. (Unconstrained:
         // tokio's cooperative budget would otherwise yield after ~128 sends.)
@@ -535,7 +550,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn marks_ride_on_the_next_transaction_or_wait_at_most_the_linger() {
         let store = Arc::new(Store::open(None, "A").unwrap());
-        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600)).unwrap();
+        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600), 32).unwrap();
         let outbox = Arc::new(outbox);
         let marked = |key: &'static str| {
             let o = outbox.clone();
@@ -579,11 +594,33 @@ mod tests {
         assert_eq!(store.durable_commits(), 3);
     }
 
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn marks_holding_back_half_the_prefetch_do_not_wait() {
+        let store = Arc::new(Store::open(None, "A").unwrap());
+        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600), 2).unwrap();
+        let outbox = Arc::new(outbox);
+        let start = tokio::time::Instant::now();
+        let marks: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|k| {
+                let o = outbox.clone();
+                tokio::spawn(async move { o.mark_handled(vec![k.into()]).await })
+            })
+            .collect();
+        for m in marks {
+            m.await.unwrap().unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the second mark made two");
+        assert_eq!(store.durable_commits(), 1);
+        outbox.close().await;
+        writer.await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_senders_share_transactions() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(Some(dir.path()), "A").unwrap());
-        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600)).unwrap();
+        let (outbox, writer) = Outbox::start(store.clone(), Duration::from_secs(3600), 32).unwrap();
         let outbox = Arc::new(outbox);
         let tasks: Vec<_> = (0..400u32)
             .map(|i| {
