@@ -361,8 +361,12 @@ pub(crate) async fn drain<T: Transport>(
         if !failed && in_flight.len() < ROUNDS_IN_FLIGHT && cursor < end {
             let s = store.clone();
             let from = cursor;
-            let batch = match tokio::task::spawn_blocking(move || s.outbox_batch(from, BATCH)).await
-            {
+            // What the writer just committed is still in memory: no read.
+            let recent = store.take_recent(from, BATCH).map(Ok).map(Ok);
+            let batch = match match recent {
+                Some(r) => r,
+                None => tokio::task::spawn_blocking(move || s.outbox_batch(from, BATCH)).await,
+            } {
                 Ok(Ok(b)) => b,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "reading the outbox failed");

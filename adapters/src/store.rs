@@ -81,7 +81,13 @@ pub(crate) struct Store {
     /// Outbox entries RabbitMQ confirmed, to be removed by the next write
     /// transaction (see [`Store::confirmed`]).
     confirmed: Mutex<Vec<u64>>,
+    /// The entries of the last commits, in order, not yet taken by the
+    /// drain (see [`Store::take_recent`]): at most [`RECENT`].
+    recent: Mutex<std::collections::VecDeque<Entry>>,
 }
+
+/// Committed entries kept in memory for the drain at most.
+const RECENT: usize = 4096;
 
 /// Milliseconds since the epoch now.
 pub(crate) fn now_ms() -> u64 {
@@ -133,6 +139,7 @@ impl Store {
             outbox_end: AtomicU64::new(next_seq),
             durable_commits: AtomicU64::new(0),
             confirmed: Mutex::new(Vec::new()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -161,11 +168,13 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin(true)?;
+        let first;
         {
             let mut outbox = tx.open(OUTBOX)?;
             for s in removals {
                 outbox.remove(*s)?;
             }
+            first = self.next_seq.load(Ordering::Relaxed);
             for m in messages {
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                 outbox.insert(seq, encode(m).as_slice())?;
@@ -181,10 +190,36 @@ impl Store {
             }
         }
         tx.commit()?;
+        if !messages.is_empty() {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.extend(messages.iter().zip(first..).map(|(m, seq)| Entry {
+                seq,
+                message: m.clone(),
+            }));
+            let over = recent.len().saturating_sub(RECENT);
+            recent.drain(..over);
+        }
         self.outbox_end
             .fetch_max(self.next_seq.load(Ordering::Relaxed), Ordering::Release);
         self.durable_commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Up to `limit` entries from sequence `from` on, taken from those the
+    /// last commits put in memory, if the first of them is `from`: what
+    /// [`outbox_batch`](Self::outbox_batch) would read, without a read
+    /// transaction. `None` if they are not there (a restart, a read again
+    /// from the oldest entry, more committed than memory keeps): read them.
+    /// Taken entries leave memory, and so do those before `from`.
+    pub(crate) fn take_recent(&self, from: u64, limit: usize) -> Option<Vec<Entry>> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = recent.partition_point(|e| e.seq < from);
+        recent.drain(..stale);
+        if recent.front()?.seq != from {
+            return None;
+        }
+        let n = limit.min(recent.len());
+        Some(recent.drain(..n).collect())
     }
 
     /// Notes outbox entries RabbitMQ confirmed; returns how many wait to be
@@ -395,6 +430,45 @@ mod tests {
         assert!(decode(&[]).is_none());
         assert!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         assert!(decode(&[RECORD_V1, 0, 200, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn the_drain_takes_what_was_just_committed_from_memory_in_order() {
+        let s = Store::open(None, "A").unwrap();
+        let ids = |b: &[Entry]| {
+            b.iter()
+                .map(|e| e.message.message_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let ms: Vec<_> = (0..6u8)
+            .map(|i| msg(Route::Ingress, &format!("m{i}"), &[i]))
+            .collect();
+        s.commit(&ms[..4], &[], 1).unwrap();
+        s.commit(&ms[4..], &[], 1).unwrap();
+        // From the first: what a read would give, in order, across commits.
+        let first = s.take_recent(0, 3).unwrap();
+        assert_eq!(ids(&first), ["m0", "m1", "m2"]);
+        assert_eq!(ids(&first), ids(&s.outbox_batch(0, 3).unwrap()));
+        // Taken entries are gone from memory: a read again from the oldest
+        // entry goes to the store.
+        assert!(s.take_recent(0, 3).is_none());
+        // Skipping past some drops them.
+        assert_eq!(ids(&s.take_recent(4, 10).unwrap()), ["m4", "m5"]);
+        assert!(
+            s.take_recent(6, 10).is_none(),
+            "nothing committed past the end"
+        );
+        // Memory keeps the last RECENT entries: older ones are read.
+        let many: Vec<_> = (0..RECENT + 10)
+            .map(|i| msg(Route::Ingress, &format!("n{i}"), b"x"))
+            .collect();
+        s.commit(&many, &[], 2).unwrap();
+        assert!(s.take_recent(6, 10).is_none());
+        let from = 6 + 10;
+        assert_eq!(
+            s.take_recent(from as u64, 1).unwrap()[0].message.message_id,
+            "n10"
+        );
     }
 
     #[test]
