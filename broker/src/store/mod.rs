@@ -15,6 +15,7 @@ use std::path::Path;
 /// message id → 32-byte digest + 8-byte accepted-at (ms, little endian).
 mod journal;
 mod queues;
+use queues::Confirmed;
 pub use queues::OutboxRead;
 
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
@@ -261,22 +262,6 @@ pub struct OutboxEntry {
     /// store). `None` in stores written before: the envelopes table then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<u64>,
-}
-
-/// Confirmed outbox entries waiting for a write transaction.
-#[derive(Default)]
-struct Confirmed {
-    seqs: Vec<u64>,
-    delivered: Vec<Event>,
-}
-
-impl Confirmed {
-    /// Back in front of what was confirmed since it was taken.
-    fn put_back(&mut self, mut earlier: Confirmed) {
-        earlier.seqs.append(&mut self.seqs);
-        earlier.delivered.append(&mut self.delivered);
-        *self = earlier;
-    }
 }
 
 impl Store {

@@ -14,6 +14,22 @@ pub struct OutboxRead {
     pub next: u64,
 }
 
+/// Confirmed outbox entries waiting for a write transaction.
+#[derive(Default)]
+pub(super) struct Confirmed {
+    pub(super) seqs: Vec<u64>,
+    pub(super) delivered: Vec<Event>,
+}
+
+impl Confirmed {
+    /// Back in front of what was confirmed since it was taken.
+    pub(super) fn put_back(&mut self, mut earlier: Confirmed) {
+        earlier.seqs.append(&mut self.seqs);
+        earlier.delivered.append(&mut self.delivered);
+        *self = earlier;
+    }
+}
+
 impl Store {
     /// Resolves after a commit that armed a timer.
     pub async fn timers_changed(&self) {
