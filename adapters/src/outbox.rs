@@ -362,11 +362,11 @@ pub(crate) async fn drain<T: Transport>(
             let s = store.clone();
             let from = cursor;
             // What the writer just committed is still in memory: no read.
-            let recent = store.take_recent(from, BATCH).map(Ok).map(Ok);
-            let batch = match match recent {
-                Some(r) => r,
+            let read = match store.take_recent(from, BATCH) {
+                Some(recent) => Ok(Ok(recent)),
                 None => tokio::task::spawn_blocking(move || s.outbox_batch(from, BATCH)).await,
-            } {
+            };
+            let batch = match read {
                 Ok(Ok(b)) => b,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "reading the outbox failed");
