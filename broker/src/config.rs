@@ -143,7 +143,8 @@ pub struct PkiSection {
 pub struct PipelineSection {
     /// Deliveries per batch at most (one fsync and one receipt per sender per batch).
     pub batch_size: usize,
-    /// How long a batch waits to fill, in milliseconds.
+    /// How long a batch waits to fill, in milliseconds, while another batch is
+    /// in flight; with none in flight a batch goes at once.
     pub batch_window_ms: u64,
 }
 

@@ -3,7 +3,8 @@
 //! receipt (outbox) → ack. Publishing is the outbox's job ([`crate::outbox`]).
 //!
 //! Deliveries are taken from the ingress in micro-batches (up to
-//! `batch_size` or `batch_window`). The CPU stages run in parallel on the
+//! `batch_size` or `batch_window`; the window is waited only while another
+//! batch is in flight). The CPU stages run in parallel on the
 //! blocking pool; the whole batch — dedup index, open requests, envelopes,
 //! events, the forwards and the receipts (signed once per sender per batch)
 //! placed in the outbox — is one store transaction (one fsync); only then
@@ -138,10 +139,23 @@ pub async fn run(
         };
         let mut bytes = first.body.len();
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + batching.batch_window;
+        while let Some(r) = in_flight.try_join_next() {
+            log_failed(r);
+        }
+        // With no batch in flight the store and the checks are idle: waiting
+        // for more would only add the window to this message's latency. The
+        // window gathers a batch while another one is being processed, which
+        // is when batching pays (one fsync for many).
+        let window = if in_flight.is_empty() {
+            Duration::ZERO
+        } else {
+            batching.batch_window
+        };
+        let deadline = tokio::time::Instant::now() + window;
         while batch.len() < batching.batch_size && bytes < BATCH_MAX_BYTES {
             let d = match ingress.try_next() {
                 Some(d) => d,
+                None if window.is_zero() => break,
                 None => match tokio::time::timeout_at(deadline, ingress.next()).await {
                     Ok(Some(d)) => d,
                     _ => break,
@@ -151,10 +165,8 @@ pub async fn run(
             batch.push(d);
         }
         while in_flight.len() >= BATCHES_IN_FLIGHT {
-            if let Some(Err(e)) = in_flight.join_next().await {
-                // Its deliveries stay unacked: RabbitMQ redelivers them when
-                // the channel closes, and they are recognised by id.
-                tracing::error!(error = %e, "a batch task failed");
+            if let Some(r) = in_flight.join_next().await {
+                log_failed(r);
             }
         }
         let ctx = ctx.clone();
@@ -166,6 +178,14 @@ pub async fn run(
         in_flight.spawn(async move { process_batch(&ctx, batch, turn).await });
     }
     while in_flight.join_next().await.is_some() {}
+}
+
+fn log_failed(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        // Its deliveries stay unacked: RabbitMQ redelivers them when the
+        // channel closes, and they are recognised by id.
+        tracing::error!(error = %e, "a batch task failed");
+    }
 }
 
 /// A batch's place in the order its deliveries were taken. One `multiple`
@@ -419,6 +439,53 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_lone_delivery_to_an_idle_pipeline_does_not_wait_for_the_window() {
+        let register =
+            Register::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas"))
+                .unwrap();
+        let pki = crate::pki::DevPki::new().unwrap();
+        let ctx = Arc::new(Context::new(
+            Arc::new(register),
+            Arc::new(pki.trust_store().unwrap()),
+            pki.issue("MEV-EXCHANGE", crate::pki::KeyAlg::Ed25519)
+                .unwrap(),
+            Arc::new(Store::in_memory().unwrap()),
+        ));
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (stop, shutdown) = watch::channel(false);
+        // A window far longer than the test may take: only a batch that does
+        // not wait for it can be recorded and acked in time.
+        let batching = Batching {
+            batch_size: 256,
+            batch_window: Duration::from_secs(600),
+        };
+        let pipeline = tokio::spawn(run(ctx, Consumer::new(rx), batching, shutdown));
+        let log: Log = Arc::default();
+        let acker = Recorder {
+            index: 0,
+            log: log.clone(),
+        };
+        // Bytes that are no envelope: recorded as garbage, then acked.
+        tx.send(Delivery::new(
+            b"no envelope".to_vec(),
+            false,
+            Box::new(acker),
+        ))
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while log.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("acked without waiting for the batch window");
+        assert_eq!(*log.lock().unwrap(), [(0, "through")]);
+        stop.send(true).unwrap();
+        pipeline.await.unwrap();
     }
 
     #[tokio::test]
