@@ -72,8 +72,9 @@
 //! envelope size, default 2048), `MEV_BENCH_RATE` (the maximum round-trip
 //! rate the latency loads are fractions of; default: measured),
 //! `MEV_BENCH_LOADS` (the latency steps as fractions of that rate, comma
-//! separated; default 0.25,0.5,0.75), `MEV_BENCH_BATCH` and `MEV_BENCH_PREFETCH` (the broker's batch size and
-//! prefetch; default: `mev broker`'s, 256 and 512), `AMQP_URL`.
+//! separated; default 0.25,0.5,0.75), `MEV_BENCH_BATCH`, `MEV_BENCH_BATCH_WINDOW_US` and `MEV_BENCH_PREFETCH` (the
+//! broker's batch size, batch window and prefetch; default: `mev broker`'s,
+//! 256, 1,000 µs and 512), `AMQP_URL`.
 //! Every run uses its own namespace `mevbench-<uuid>` and deletes it at the end.
 //!
 //! Beside each figure: the CPU this process (relay or exchange: broker and
@@ -146,12 +147,19 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 /// Prefetch of the relay's consumers: the broker's default.
 const RELAY_PREFETCH: u16 = 512;
 /// The broker's default batching and prefetch (`mev broker --print-default-config`),
-/// or `MEV_BENCH_BATCH` and `MEV_BENCH_PREFETCH` where set (to try other settings).
+/// or `MEV_BENCH_BATCH`, `MEV_BENCH_BATCH_WINDOW_US` and `MEV_BENCH_PREFETCH`
+/// where set (to try other settings).
 fn default_batching() -> Batching {
     let p = mev_broker::config::PipelineSection::default();
+    let window = match std::env::var("MEV_BENCH_BATCH_WINDOW_US") {
+        Ok(v) => Duration::from_micros(v.trim().parse().unwrap_or_else(|_| {
+            panic!("MEV_BENCH_BATCH_WINDOW_US={v} is not a number of microseconds")
+        })),
+        Err(_) => Duration::from_millis(p.batch_window_ms),
+    };
     Batching {
         batch_size: mev_tests::env_count("MEV_BENCH_BATCH", p.batch_size).unwrap_or(p.batch_size),
-        batch_window: Duration::from_millis(p.batch_window_ms),
+        batch_window: window,
     }
 }
 fn broker_prefetch() -> u16 {
