@@ -248,34 +248,39 @@ impl<T: Transport> Drain<T> {
             if self.cursor >= end {
                 return Ok(false);
             }
-            let s = self.store.clone();
             let from = self.cursor;
-            let skip = blocked.clone();
-            let read = match tokio::task::spawn_blocking(move || {
-                let mut skipped = HashSet::new();
-                let read = s.outbox_next(from, SCAN, TAKE, |e| {
-                    let blocked = skip.contains(&e.to);
-                    if blocked && !skipped.contains(&e.to) {
-                        skipped.insert(e.to.clone());
+            // What the last commits put in the outbox is still in memory.
+            let mut skipped = HashSet::new();
+            let recent =
+                self.store
+                    .outbox_recent(from, SCAN, TAKE, skip_blocked(&blocked, &mut skipped));
+            self.skipped.extend(skipped);
+            let read = match recent {
+                Some(read) => read,
+                None => match tokio::task::spawn_blocking({
+                    let (s, blocked) = (self.store.clone(), blocked.clone());
+                    move || {
+                        let mut skipped = HashSet::new();
+                        let read =
+                            s.outbox_next(from, SCAN, TAKE, skip_blocked(&blocked, &mut skipped));
+                        read.map(|r| (r, skipped))
                     }
-                    blocked
-                });
-                read.map(|r| (r, skipped))
-            })
-            .await
-            {
-                Ok(Ok((read, skipped))) => {
-                    self.skipped.extend(skipped);
-                    read
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot read the outbox");
-                    return Err(());
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox task failed");
-                    return Err(());
-                }
+                })
+                .await
+                {
+                    Ok(Ok((read, skipped))) => {
+                        self.skipped.extend(skipped);
+                        read
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot read the outbox");
+                        return Err(());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox task failed");
+                        return Err(());
+                    }
+                },
             };
             // Past what was skipped too: it is taken again from the oldest
             // entry once its recipient's back-off ends.
@@ -297,7 +302,7 @@ impl<T: Transport> Drain<T> {
                 Some(body) => {
                     batch.push(Outgoing {
                         route: Route::Inbox(entry.to.clone()),
-                        body: body.into(),
+                        body,
                         message_id: entry.message_id.clone(),
                     });
                     sent.push((seq, entry));
@@ -413,6 +418,20 @@ impl<T: Transport> Drain<T> {
             }
             Err(e) => tracing::warn!(error = %e, "outbox removal task failed"),
         }
+    }
+}
+
+/// Skips the entries to `blocked` recipients, noting in `skipped` whose.
+fn skip_blocked<'a>(
+    blocked: &'a HashSet<String>,
+    skipped: &'a mut HashSet<String>,
+) -> impl FnMut(&OutboxEntry) -> bool + 'a {
+    move |e| {
+        let blocked = blocked.contains(&e.to);
+        if blocked && !skipped.contains(&e.to) {
+            skipped.insert(e.to.clone());
+        }
+        blocked
     }
 }
 

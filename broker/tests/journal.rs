@@ -492,12 +492,15 @@ fn the_journal_is_not_sealed_past_an_envelope_the_outbox_still_publishes() {
                 },
                 b"an envelope for an agency that is offline",
             )?;
-            t.enqueue(&OutboxEntry {
-                to: "RU-FNS".into(),
-                message_id: "waiting".into(),
-                purpose: Purpose::Forward,
-                entry: Some(entry),
-            })?;
+            t.enqueue(
+                &OutboxEntry {
+                    to: "RU-FNS".into(),
+                    message_id: "waiting".into(),
+                    purpose: Purpose::Forward,
+                    entry: Some(entry),
+                },
+                b"an envelope for an agency that is offline",
+            )?;
             Ok(entry)
         })
         .unwrap();

@@ -488,12 +488,15 @@ fn fill(
                     },
                     bytes,
                 )?;
-                t.enqueue(&OutboxEntry {
-                    to: provider.to_string(),
-                    message_id: id.clone(),
-                    purpose: Purpose::Forward,
-                    entry: Some(entry),
-                })?;
+                t.enqueue(
+                    &OutboxEntry {
+                        to: provider.to_string(),
+                        message_id: id.clone(),
+                        purpose: Purpose::Forward,
+                        entry: Some(entry),
+                    },
+                    bytes,
+                )?;
             }
             Ok(())
         })?;

@@ -331,11 +331,14 @@ fn notice(
         },
         &bytes,
     )?;
-    t.enqueue(&OutboxEntry {
-        to: to.to_string(),
-        message_id,
-        purpose: Purpose::Notice,
-        entry: Some(entry),
-    })?;
+    t.enqueue(
+        &OutboxEntry {
+            to: to.to_string(),
+            message_id,
+            purpose: Purpose::Notice,
+            entry: Some(entry),
+        },
+        &bytes,
+    )?;
     Ok(())
 }

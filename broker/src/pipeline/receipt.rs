@@ -78,12 +78,15 @@ pub fn enqueue(
             },
             &bytes,
         )?;
-        t.enqueue(&OutboxEntry {
-            to: sender,
-            message_id,
-            purpose: Purpose::Receipt,
-            entry: Some(entry),
-        })?;
+        t.enqueue(
+            &OutboxEntry {
+                to: sender,
+                message_id,
+                purpose: Purpose::Receipt,
+                entry: Some(entry),
+            },
+            &bytes,
+        )?;
         n += 1;
     }
     Ok(n)

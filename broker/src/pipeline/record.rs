@@ -132,12 +132,15 @@ pub fn apply(
         }
     };
     t.accept(&id, &opened.digest, now_ms)?;
-    t.enqueue(&OutboxEntry {
-        to: to.clone(),
-        message_id: id,
-        purpose: Purpose::Forward,
-        entry: Some(entry),
-    })?;
+    t.enqueue(
+        &OutboxEntry {
+            to: to.clone(),
+            message_id: id,
+            purpose: Purpose::Forward,
+            entry: Some(entry),
+        },
+        &raw,
+    )?;
     Ok(Verdict::Forward {
         opened: Box::new(opened),
         to,

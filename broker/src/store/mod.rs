@@ -15,8 +15,8 @@ use std::path::Path;
 /// message id → 32-byte digest + 8-byte accepted-at (ms, little endian).
 mod journal;
 mod queues;
-use queues::Confirmed;
 pub use queues::OutboxRead;
+use queues::{Confirmed, Recent};
 
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// (accepted-at ms, message id): the dedup index in time order, for pruning.
@@ -228,6 +228,9 @@ pub struct Store {
     /// the next write transaction to remove and journal together (see
     /// [`Store::outbox_confirmed`]).
     confirmed: std::sync::Mutex<Confirmed>,
+    /// The outbox entries of the last commits with their envelopes, not yet
+    /// taken by the drain (see [`Store::outbox_recent`]).
+    recent: std::sync::Mutex<Recent>,
 }
 
 /// What the dedup index knows of a message id.
@@ -298,6 +301,7 @@ impl Store {
             zones: std::sync::OnceLock::new(),
             outbox_floor: std::sync::atomic::AtomicU64::new(outbox_end),
             confirmed: std::sync::Mutex::new(Confirmed::default()),
+            recent: std::sync::Mutex::new(Recent::default()),
         })
     }
 
@@ -336,6 +340,10 @@ impl Store {
         self.confirmed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn write_confirmed<R>(
         &self,
         durable: bool,
@@ -343,7 +351,7 @@ impl Store {
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let tx = self.db.begin(durable)?;
-        let (r, enqueued, armed, next_outbox) = {
+        let (r, fresh, armed, next_outbox) = {
             let next_seq = last_key(&*tx.open(JOURNAL)?)?.map_or(0, |s| s + 1);
             let next_outbox = last_key(&*tx.open(OUTBOX)?)?
                 .map_or(0, |s| s + 1)
@@ -379,7 +387,7 @@ impl Store {
                 appended: false,
                 next_seq,
                 next_outbox,
-                enqueued: false,
+                fresh: Vec::new(),
                 armed: false,
             };
             for seq in &confirmed.seqs {
@@ -395,9 +403,15 @@ impl Store {
                     meta.insert("last_leaf", l.as_slice())?;
                 }
             }
-            (r, txn.enqueued, txn.armed, txn.next_outbox)
+            (r, txn.fresh, txn.armed, txn.next_outbox)
         };
         tx.commit()?;
+        let enqueued = !fresh.is_empty();
+        if enqueued {
+            // Before the floor moves: a drain that sees the new floor finds
+            // these in memory, or reads them (committed, so visible).
+            self.recent().keep(fresh);
+        }
         self.outbox_floor
             .fetch_max(next_outbox, std::sync::atomic::Ordering::Release);
         if enqueued {
@@ -543,7 +557,9 @@ pub struct Txn<'a> {
     timers: Table<'a, (i64, &'static str, u8), ()>,
     next_seq: u64,
     next_outbox: u64,
-    enqueued: bool,
+    /// What this transaction put in the outbox, with the envelopes, for
+    /// [`Store::outbox_recent`] once it commits.
+    fresh: Vec<queues::Fresh>,
     armed: bool,
 }
 

@@ -3,12 +3,18 @@
 //! that wake their tasks.
 
 use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// What [`Store::outbox_next`] read.
+/// An outbox entry read: (sequence, entry, envelope); `None` when the
+/// envelope is missing.
+pub type OutboxItem = (u64, OutboxEntry, Option<Arc<[u8]>>);
+
+/// What [`Store::outbox_next`] or [`Store::outbox_recent`] read.
 #[derive(Debug)]
 pub struct OutboxRead {
-    /// (sequence, entry, envelope) in order.
-    pub items: Vec<(u64, OutboxEntry, Option<Vec<u8>>)>,
+    /// In order.
+    pub items: Vec<OutboxItem>,
     /// Where the next read goes on: past every entry looked at, those
     /// skipped included.
     pub next: u64,
@@ -30,7 +36,93 @@ impl Confirmed {
     }
 }
 
+/// An outbox entry a transaction made: (sequence, entry, envelope).
+pub(super) type Fresh = (u64, OutboxEntry, Arc<[u8]>);
+
+/// Outbox entries kept in memory for the drain at most, and their bytes.
+pub(super) const RECENT: usize = 4096;
+const RECENT_BYTES: usize = 32 << 20;
+
+/// The outbox entries of the last commits, with their envelopes, by
+/// sequence: what the drain would read back, kept so that it need not.
+/// Commits finish in any order, so a sequence may be missing for a moment;
+/// the drain then reads from the store, which has it.
+#[derive(Default)]
+pub(super) struct Recent {
+    entries: BTreeMap<u64, (OutboxEntry, Arc<[u8]>)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Keeps a commit's entries, forgetting the oldest beyond the limits.
+    pub(super) fn keep(&mut self, fresh: Vec<Fresh>) {
+        for (seq, entry, body) in fresh {
+            self.bytes += body.len();
+            if let Some((_, old)) = self.entries.insert(seq, (entry, body)) {
+                self.bytes -= old.len();
+            }
+        }
+        while self.entries.len() > RECENT || self.bytes > RECENT_BYTES {
+            match self.entries.pop_first() {
+                Some((_, (_, body))) => self.bytes -= body.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, OutboxEntry, Arc<[u8]>)> {
+        let (seq, (entry, body)) = self.entries.pop_first()?;
+        self.bytes -= body.len();
+        Some((seq, entry, body))
+    }
+}
+
 impl Store {
+    /// What [`Store::outbox_next`] would read from `from` on, taken from
+    /// the entries the last commits left in memory, if `from` is among
+    /// them: no read transaction, no decoding, no copy of the envelopes.
+    /// `None` if it is not (a restart, a read again from the oldest entry,
+    /// more committed than memory keeps, a commit not yet noted): read the
+    /// store. Entries taken or skipped leave memory, and so do those before
+    /// `from`; only entries from `from` on without a gap are taken, so the
+    /// read goes on past them as a store read would.
+    pub fn outbox_recent(
+        &self,
+        from: u64,
+        scan: usize,
+        take: usize,
+        mut skip: impl FnMut(&OutboxEntry) -> bool,
+    ) -> Option<OutboxRead> {
+        let mut recent = self.recent();
+        while recent
+            .entries
+            .first_key_value()
+            .is_some_and(|(s, _)| *s < from)
+        {
+            recent.pop_first();
+        }
+        if *recent.entries.first_key_value()?.0 != from {
+            return None;
+        }
+        let mut read = OutboxRead {
+            items: Vec::new(),
+            next: from,
+        };
+        let mut looked = 0;
+        while looked < scan && read.items.len() < take {
+            if recent.entries.first_key_value().map(|(s, _)| *s) != Some(read.next) {
+                break;
+            }
+            let (seq, entry, body) = recent.pop_first()?;
+            read.next = seq + 1;
+            looked += 1;
+            if !skip(&entry) {
+                read.items.push((seq, entry, Some(body)));
+            }
+        }
+        Some(read)
+    }
+
     /// Resolves after a commit that armed a timer.
     pub async fn timers_changed(&self) {
         self.timer_signal.notified().await
@@ -94,12 +186,12 @@ impl Store {
                 continue;
             }
             let body = match entry.entry {
-                Some(seq) => journal.get(seq)?.and_then(|b| {
-                    crate::journal::entry::envelope_of(b.value()).map(<[u8]>::to_vec)
-                }),
+                Some(seq) => journal
+                    .get(seq)?
+                    .and_then(|b| crate::journal::entry::envelope_of(b.value()).map(Arc::from)),
                 None => envelopes
                     .get(entry.message_id.as_str())?
-                    .map(|b| b.value().to_vec()),
+                    .map(|b| Arc::from(b.value())),
             };
             read.items.push((k.value(), entry, body));
             if read.items.len() >= take {
@@ -233,12 +325,16 @@ impl Txn<'_> {
 
     /// Puts the envelope of journal entry `entry.entry` in the outbox; it is
     /// published after this transaction commits, and retried until confirmed.
-    pub fn enqueue(&mut self, entry: &OutboxEntry) -> Result<u64, StoreError> {
+    /// `envelope` is that entry's envelope, the bytes given to
+    /// [`Txn::record_with`]: the drain publishes the copy kept in memory
+    /// after the commit (see [`Store::outbox_recent`]), the store's when it
+    /// has to read.
+    pub fn enqueue(&mut self, entry: &OutboxEntry, envelope: &[u8]) -> Result<u64, StoreError> {
         let seq = self.next_outbox;
         let bytes = serde_json::to_vec(entry)?;
         self.outbox.insert(seq, bytes.as_slice())?;
         self.next_outbox += 1;
-        self.enqueued = true;
+        self.fresh.push((seq, entry.clone(), Arc::from(envelope)));
         Ok(seq)
     }
 }

@@ -68,12 +68,15 @@ pub(crate) fn forward(t: &mut Txn<'_>, to: &str, id: &str, at_ms: i64) -> Result
         },
         id.as_bytes(),
     )?;
-    t.enqueue(&OutboxEntry {
-        to: to.into(),
-        message_id: id.into(),
-        purpose: Purpose::Forward,
-        entry: Some(entry),
-    })
+    t.enqueue(
+        &OutboxEntry {
+            to: to.into(),
+            message_id: id.into(),
+            purpose: Purpose::Forward,
+            entry: Some(entry),
+        },
+        id.as_bytes(),
+    )
 }
 
 #[test]
@@ -211,12 +214,15 @@ fn outbox_entries_of_older_stores_publish_from_the_envelopes_table() {
     store
         .write(|t| {
             t.accept("old", &[1; 32], 1)?;
-            t.enqueue(&OutboxEntry {
-                to: "A".into(),
-                message_id: "old".into(),
-                purpose: Purpose::Forward,
-                entry: None,
-            })
+            t.enqueue(
+                &OutboxEntry {
+                    to: "A".into(),
+                    message_id: "old".into(),
+                    purpose: Purpose::Forward,
+                    entry: None,
+                },
+                b"body",
+            )
         })
         .unwrap();
     let read = store.outbox_next(0, 10, 10, |_| false).unwrap();
@@ -292,4 +298,77 @@ fn confirmed_entries_go_with_the_next_write_or_stay_if_it_fails() {
     store.outbox_remove_confirmed().unwrap();
     assert_eq!(store.outbox_depth().unwrap(), 1);
     assert_eq!(store.events().unwrap().len(), n + 1);
+}
+
+/// The drain takes what the last commits put in the outbox from memory,
+/// the same entries and envelopes a read of the store gives, in order; what
+/// it skipped stays in the store; a cursor memory does not hold (a read
+/// from the oldest entry, more than memory keeps) reads the store.
+#[test]
+fn fresh_outbox_entries_are_taken_from_memory_as_the_store_would_give_them() {
+    let ids = |r: &OutboxRead| -> Vec<String> {
+        r.items
+            .iter()
+            .map(|(_, e, _)| e.message_id.clone())
+            .collect()
+    };
+    let store = Store::in_memory().unwrap();
+    store
+        .write(|t| {
+            for (i, to) in ["A", "B", "A", "C"].iter().enumerate() {
+                forward(t, to, &format!("m{i}"), 1)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    // A transaction that fails leaves nothing behind, in memory either.
+    let failed: Result<(), _> = store.write(|t| {
+        forward(t, "A", "lost", 1)?;
+        Err(StoreError::Journal("refused".into()))
+    });
+    assert!(failed.is_err());
+    let from_store = store.outbox_next(0, 100, 100, |_| false).unwrap();
+    assert_eq!(ids(&from_store), ["m0", "m1", "m2", "m3"]);
+
+    // Skipping A: m0 skipped, m1 taken, and the read stops after `take`.
+    let first = store.outbox_recent(0, 100, 1, |e| e.to == "A").unwrap();
+    assert_eq!(ids(&first), ["m1"]);
+    assert_eq!(first.next, 2);
+    let rest = store.outbox_recent(2, 100, 100, |_| false).unwrap();
+    assert_eq!(ids(&rest), ["m2", "m3"]);
+    assert_eq!(rest.next, 4);
+    for (got, want) in first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .zip(&from_store.items[1..])
+    {
+        assert_eq!((got.0, &got.1, &got.2), (want.0, &want.1, &want.2));
+    }
+    // Taken means gone from memory, not from the store: the skipped m0 is
+    // read again from the oldest entry.
+    assert!(store.outbox_recent(0, 100, 100, |_| false).is_none());
+    assert!(store.outbox_recent(4, 100, 100, |_| false).is_none());
+    assert_eq!(store.outbox_depth().unwrap(), 4);
+    assert_eq!(ids(&store.outbox_next(0, 1, 1, |_| false).unwrap()), ["m0"]);
+
+    // More than memory keeps: the oldest are read from the store, the
+    // newest come from memory, and the two meet without a gap.
+    store
+        .write(|t| {
+            for i in 0..queues::RECENT + 10 {
+                forward(t, "B", &format!("n{i}"), 1)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(store.outbox_recent(4, 100, 100, |_| false).is_none());
+    let read = store.outbox_next(4, 10, 10, |_| false).unwrap();
+    assert_eq!(read.next, 14);
+    let from_memory = store
+        .outbox_recent(read.next, usize::MAX, usize::MAX, |_| false)
+        .unwrap();
+    assert_eq!(from_memory.items.len(), queues::RECENT);
+    assert_eq!(from_memory.items[0].1.message_id, "n10");
+    assert_eq!(from_memory.next, store.outbox_end());
 }
