@@ -157,10 +157,7 @@ impl Txn<'_> {
         let seq = self.next_seq;
         let at = chrono::DateTime::from_timestamp_millis(event.at_ms).unwrap_or_default();
         let local = |agency: &str| match self.zones.and_then(|z| z.get(agency)) {
-            Some(tz) => at
-                .with_timezone(tz)
-                .format(&format!("%Y-%m-%d %H:%M:%S%.3f %:z ({})", tz.name()))
-                .to_string(),
+            Some(tz) => local_time(at, tz),
             None => String::new(),
         };
         let head = Head {
@@ -190,5 +187,78 @@ impl Txn<'_> {
         self.appended = true;
         self.next_seq += 1;
         Ok(seq)
+    }
+}
+
+/// `at` in `tz` as a journal entry shows it: `2026-03-02 14:05:09.120 +05:00
+/// (Asia/Tashkent)` (KZ order §10: both parties' local times). Written
+/// field by field: chrono's `format` parses its pattern on every call, and
+/// this runs for both parties of every entry (two entries per message).
+/// What the fast path does not cover (a year outside 0–9999, an offset
+/// with seconds) goes through `format`, which gives the same for the rest.
+pub(crate) fn local_time(at: chrono::DateTime<chrono::Utc>, tz: &chrono_tz::Tz) -> String {
+    use chrono::{Datelike, Offset, Timelike};
+    use std::fmt::Write;
+    let local = at.with_timezone(tz);
+    let offset = local.offset().fix().local_minus_utc();
+    if !(0..=9999).contains(&local.year()) || offset % 60 != 0 {
+        return local
+            .format(&format!("%Y-%m-%d %H:%M:%S%.3f %:z ({})", tz.name()))
+            .to_string();
+    }
+    let (sign, minutes) = if offset < 0 {
+        ('-', -offset / 60)
+    } else {
+        ('+', offset / 60)
+    };
+    let mut out = String::with_capacity(48);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} {sign}{:02}:{:02} ({})",
+        local.year(),
+        local.month(),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        local.second(),
+        // A leap second's nanoseconds run past 1e9; `%.3f` shows them so.
+        local.nanosecond() / 1_000_000,
+        minutes / 60,
+        minutes % 60,
+        tz.name()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_time;
+
+    /// The local times in journal entries read as chrono's pattern gives
+    /// them, across zones east and west, half and quarter hours, summer
+    /// time and the turn of a year.
+    #[test]
+    fn local_times_read_as_the_pattern_gives_them() {
+        let zones: [chrono_tz::Tz; 7] = [
+            chrono_tz::Asia::Tashkent,
+            chrono_tz::Europe::Moscow,
+            chrono_tz::America::New_York,
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::Asia::Kathmandu,
+            chrono_tz::Pacific::Chatham,
+            chrono_tz::UTC,
+        ];
+        let mut ms: i64 = 1_577_836_799_999; // 2019-12-31 23:59:59.999 UTC
+        for step in 0..2_000 {
+            let at = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+            for tz in &zones {
+                let want = at
+                    .with_timezone(tz)
+                    .format(&format!("%Y-%m-%d %H:%M:%S%.3f %:z ({})", tz.name()))
+                    .to_string();
+                assert_eq!(local_time(at, tz), want, "{ms} in {}", tz.name());
+            }
+            ms += 7_919_993 + step * 11;
+        }
     }
 }
