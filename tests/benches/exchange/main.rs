@@ -316,6 +316,7 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
     let mut relay_runs = Vec::new();
     let mut exchange_runs = Vec::new();
     let mut one_way_runs: Vec<Duration> = Vec::new();
+    let mut one_way_cpu: Vec<CpuUse> = Vec::new();
     let mut one_way_ratio = None;
     if s.relay || s.exchange || s.oneway {
         for run in 1..=s.runs {
@@ -340,6 +341,7 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
                     rate(s.n, t)
                 );
                 one_way_runs.push(t);
+                one_way_cpu.push(cpu);
             }
         }
         summary_throughput(s, envelope, &relay_runs, &exchange_runs);
@@ -439,13 +441,15 @@ async fn bench(s: &Settings) -> anyhow::Result<bool> {
         summary_latency(&latency);
     }
 
+    let mut crypto = Vec::new();
     if s.crypto {
         println!("[crypto] load average {}", loadavg());
         let rounds = s.runs.max(3) + 2;
-        let rows = tokio::task::block_in_place(|| crypto_part(&fx, rounds))?;
-        summary_crypto(rounds, &rows);
+        crypto = tokio::task::block_in_place(|| crypto_part(&fx, rounds))?;
+        summary_crypto(rounds, &crypto);
     }
 
+    summary_budget(s, &relay_runs, &one_way_runs, &one_way_cpu, &crypto);
     summary_targets(s, &relay_runs, &exchange_runs, one_way_ratio, &latency);
     Ok(ok)
 }

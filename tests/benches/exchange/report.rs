@@ -285,6 +285,71 @@ pub(crate) fn verdict(met: bool) -> &'static str {
     }
 }
 
+/// Where the one-way target's CPU budget goes: what a request may cost (the
+/// process and RabbitMQ together) at the target's rate, against what the
+/// relay's own work and Ed25519 sealing and opening take of it, and what
+/// the rest (stores, journal, checks, receipts) takes now. Printed when
+/// the relay, the one-way runs and the crypto part all ran.
+pub(crate) fn summary_budget(
+    s: &Settings,
+    relay: &[RelayRun],
+    one_way: &[Duration],
+    one_way_cpu: &[CpuUse],
+    crypto: &[CryptoRow],
+) {
+    let Some(ed) = crypto.iter().find(|r| r.name == "Ed25519") else {
+        return;
+    };
+    if relay.is_empty() || one_way.is_empty() {
+        return;
+    }
+    // µs of CPU per message: cores used × seconds / messages.
+    let per = |cpu: &CpuUse, t: Duration| {
+        (cpu.own + cpu.rabbit.unwrap_or(0.0)) * t.as_secs_f64() * 1e6 / s.n as f64
+    };
+    let relay_us = median(relay.iter().map(|r| per(&r.cpu, r.delivered)).collect());
+    let ex_us = median(
+        one_way
+            .iter()
+            .zip(one_way_cpu)
+            .map(|(t, c)| per(c, *t))
+            .collect(),
+    );
+    let ex_own = median(
+        one_way
+            .iter()
+            .zip(one_way_cpu)
+            .map(|(t, c)| c.own * t.as_secs_f64() * 1e6 / s.n as f64)
+            .collect(),
+    );
+    let cores = median(
+        one_way_cpu
+            .iter()
+            .map(|c| c.own + c.rabbit.unwrap_or(0.0))
+            .collect(),
+    );
+    let relay_rate = median(relay.iter().map(|r| rate(s.n, r.delivered)).collect());
+    // With as many cores busy as the one-way runs kept busy.
+    let budget = cores * 1e6 / (TARGET_RATIO * relay_rate);
+    let crypto_us = ed.seal_us + ed.open_verify_us;
+    let left = budget - relay_us - crypto_us;
+    let rest = ex_us - relay_us - crypto_us;
+    println!();
+    println!("CPU per message against the one-way target (µs, the process and RabbitMQ together, medians):");
+    println!(
+        "  relay {relay_us:.0}; exchange one way {ex_us:.0} (this process {ex_own:.0}, RabbitMQ {:.0})",
+        ex_us - ex_own
+    );
+    println!(
+        "  at {:.0}% of the relay's rate, with the {cores:.2} cores the one-way runs used: {budget:.0} per request",
+        TARGET_RATIO * 100.0
+    );
+    println!(
+        "  the relay's work (the same queues and confirms) {relay_us:.0} + Ed25519 seal and open+verify {crypto_us:.0} \
+         leave {left:.0} for the rest (durable stores, journal, checks, receipts), which takes {rest:.0} now"
+    );
+}
+
 pub(crate) fn summary_targets(
     s: &Settings,
     relay: &[RelayRun],
