@@ -8,7 +8,9 @@
 //! Needs `rabbitmqctl` on the machine running RabbitMQ (the vhost and the
 //! users are created and deleted with it, also when the test fails).
 
-use lapin::options::{BasicPublishOptions, QueueBindOptions, QueuePurgeOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueuePurgeOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
@@ -302,6 +304,11 @@ async fn agencies_are_confined_to_the_ingress_and_their_own_inbox() {
     })
     .await;
     raw_refused("publishing to amq.direct", &conn, |ch| async move {
+        // A refused publish closes the channel with ACCESS_REFUSED, and
+        // lapin fails the publishes awaiting confirms with that error. (Using
+        // the channel again instead races the close: an operation sent while
+        // it is closing fails with the channel's state, not the reason.)
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
         ch.basic_publish(
             "amq.direct".into(),
             "x".into(),
@@ -310,9 +317,7 @@ async fn agencies_are_confined_to_the_ingress_and_their_own_inbox() {
             BasicProperties::default(),
         )
         .await?
-        .await?;
-        // A refused publish closes the channel; find out by using it again.
-        ch.basic_qos(1, Default::default()).await
+        .await
     })
     .await;
     let _ = conn.close(200, "done".into()).await;
