@@ -47,16 +47,27 @@ const RECENT_BYTES: usize = 32 << 20;
 /// sequence: what the drain would read back, kept so that it need not.
 /// Commits finish in any order, so a sequence may be missing for a moment;
 /// the drain then reads from the store, which has it.
+///
+/// Only entries no read has passed yet are kept: an entry that was read
+/// (from here or from the store) may have been published and removed, and
+/// must not come back from here after the drain starts again from the
+/// oldest entry.
 #[derive(Default)]
 pub(super) struct Recent {
     entries: BTreeMap<u64, (OutboxEntry, Arc<[u8]>)>,
     bytes: usize,
+    /// Past every entry any read has looked at.
+    passed: u64,
 }
 
 impl Recent {
     /// Keeps a commit's entries, forgetting the oldest beyond the limits.
     pub(super) fn keep(&mut self, fresh: Vec<Fresh>) {
         for (seq, entry, body) in fresh {
+            if seq < self.passed {
+                // Read from the store between its commit and now.
+                continue;
+            }
             self.bytes += body.len();
             if let Some((_, old)) = self.entries.insert(seq, (entry, body)) {
                 self.bytes -= old.len();
@@ -75,6 +86,18 @@ impl Recent {
         self.bytes -= body.len();
         Some((seq, entry, body))
     }
+
+    /// A read looked at everything before `next`: forgets it.
+    fn pass(&mut self, next: u64) {
+        self.passed = self.passed.max(next);
+        while self
+            .entries
+            .first_key_value()
+            .is_some_and(|(s, _)| *s < self.passed)
+        {
+            self.pop_first();
+        }
+    }
 }
 
 impl Store {
@@ -84,8 +107,9 @@ impl Store {
     /// `None` if it is not (a restart, a read again from the oldest entry,
     /// more committed than memory keeps, a commit not yet noted): read the
     /// store. Entries taken or skipped leave memory, and so do those before
-    /// `from`; only entries from `from` on without a gap are taken, so the
-    /// read goes on past them as a store read would.
+    /// `from` or before what any read passed (see [`Recent`]); only entries
+    /// from `from` on without a gap are taken, so the read goes on past them
+    /// as a store read would.
     pub fn outbox_recent(
         &self,
         from: u64,
@@ -94,13 +118,7 @@ impl Store {
         mut skip: impl FnMut(&OutboxEntry) -> bool,
     ) -> Option<OutboxRead> {
         let mut recent = self.recent();
-        while recent
-            .entries
-            .first_key_value()
-            .is_some_and(|(s, _)| *s < from)
-        {
-            recent.pop_first();
-        }
+        recent.pass(from);
         if *recent.entries.first_key_value()?.0 != from {
             return None;
         }
@@ -120,6 +138,7 @@ impl Store {
                 read.items.push((seq, entry, Some(body)));
             }
         }
+        recent.pass(read.next);
         Some(read)
     }
 
@@ -162,7 +181,8 @@ impl Store {
     /// Up to `take` outbox entries in order from sequence `from` on, with
     /// their envelopes, among the first `scan` entries there, skipping those
     /// `skip` says to (recipients in back-off). Entries whose envelope is
-    /// missing are returned with `None`.
+    /// missing are returned with `None`. Memory forgets the entries it
+    /// passed (see [`Store::outbox_recent`]).
     pub fn outbox_next(
         &self,
         from: u64,
@@ -198,6 +218,8 @@ impl Store {
                 break;
             }
         }
+        // What this read passed may be published now: not again from memory.
+        self.recent().pass(read.next);
         Ok(read)
     }
 
