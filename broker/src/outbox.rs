@@ -257,30 +257,7 @@ impl<T: Transport> Drain<T> {
             self.skipped.extend(skipped);
             let read = match recent {
                 Some(read) => read,
-                None => match tokio::task::spawn_blocking({
-                    let (s, blocked) = (self.store.clone(), blocked.clone());
-                    move || {
-                        let mut skipped = HashSet::new();
-                        let read =
-                            s.outbox_next(from, SCAN, TAKE, skip_blocked(&blocked, &mut skipped));
-                        read.map(|r| (r, skipped))
-                    }
-                })
-                .await
-                {
-                    Ok(Ok((read, skipped))) => {
-                        self.skipped.extend(skipped);
-                        read
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "cannot read the outbox");
-                        return Err(());
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "outbox task failed");
-                        return Err(());
-                    }
-                },
+                None => self.read_store(from, &blocked).await?,
             };
             // Past what was skipped too: it is taken again from the oldest
             // entry once its recipient's back-off ends.
@@ -322,6 +299,36 @@ impl<T: Transport> Drain<T> {
             confirms,
         });
         Ok(true)
+    }
+
+    /// Reads a round from the store on the blocking pool (what memory does
+    /// not hold: a backlog, a restart, a read from the oldest entry).
+    async fn read_store(
+        &mut self,
+        from: u64,
+        blocked: &HashSet<String>,
+    ) -> Result<crate::store::OutboxRead, ()> {
+        let (s, blocked) = (self.store.clone(), blocked.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let mut skipped = HashSet::new();
+            let read = s.outbox_next(from, SCAN, TAKE, skip_blocked(&blocked, &mut skipped));
+            read.map(|r| (r, skipped))
+        })
+        .await;
+        match read {
+            Ok(Ok((read, skipped))) => {
+                self.skipped.extend(skipped);
+                Ok(read)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                Err(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox task failed");
+                Err(())
+            }
+        }
     }
 
     /// Acts on a round's confirms: removes and journals what was delivered,
