@@ -21,10 +21,10 @@ use mev_adapter::message::{Applicant, Attachment, Classification, Official, Requ
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::{Adapter, AdapterConfig, IncomingRequest, NoHandler, OutgoingRequest, ReplyBody};
 use mev_broker::pipeline::{Batching, Context};
-use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
 use mev_broker::server::Broker;
 use mev_broker::store::Store;
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{RingVerifier, SignatureVerifier};
 use std::path::Path;
 use std::sync::Arc;

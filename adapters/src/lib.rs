@@ -23,14 +23,14 @@
 //! ```
 //!
 //! ## Layout
-//! - [`transport`]: the transport trait, RabbitMQ and embedded implementations.
+//! - [`transport`]: the transport trait, RabbitMQ and embedded
+//!   implementations (the `mev-transport` crate, re-exported).
 //! - [`message`]: the plain values an agency sends and receives.
 //! - `inbox`: the loop that verifies and dispatches what arrives.
 //! - `outbox`: the durable outbox: the group-committing writer task and the
 //!   drain task that publishes it with retries and backoff.
-//! - `store`: the redb database (outbox, dedup index); the only module that
-//!   touches it.
-//! - [`backoff`]: capped, jittered exponential back-off of both outboxes.
+//! - `store`: the adapter's database (outbox, dedup index, through
+//!   `mev-store`); the only module that touches it.
 //! - `dedup`: which message ids were already handled (on disk) or are being
 //!   handled (in memory).
 //! - [`error`]: the adapter's errors.
@@ -46,15 +46,14 @@
 //! it does not hold, a ciphertext that does not open) never reaches the
 //! handler: the adapter answers it with insufficient data, naming why.
 
-pub mod backoff;
 mod dedup;
 pub mod error;
 mod inbox;
 pub mod message;
 mod outbox;
 mod store;
-pub mod transport;
-pub mod wal;
+/// The transport an adapter runs over (re-exported from `mev-transport`).
+pub use mev_transport as transport;
 
 #[cfg(test)]
 mod tests;

@@ -20,9 +20,9 @@
 //!   before trying again. What is in the outbox at start (after a crash or
 //!   an outage) is drained the same way.
 
-use crate::backoff::Backoff;
 use crate::error::AdapterError;
 use crate::store::{self, Store, StoreError};
+use crate::transport::backoff::Backoff;
 use crate::transport::{Outgoing, Transport};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! retention window.
 //!
 //! The file is `<data_dir>/adapter-<agency>.redb`, with its redo log
-//! `adapter-<agency>.redb.wal` beside it ([`crate::wal`]: a durable commit is
+//! `adapter-<agency>.redb.wal` beside it ([`mev_store::wal`]: a durable commit is
 //! a synced log append; the two files belong together); without a data dir
 //! the database lives in memory (nothing survives the process).
 //!
@@ -18,8 +18,8 @@
 //! - `dedup_by_time`: (handled-at ms, key) → `()`, to prune old keys in order.
 
 use crate::transport::{Outgoing, Route};
-use crate::wal::{Db, Replay};
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use mev_store::engine::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use mev_store::wal::{Db, Replay};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -49,13 +49,13 @@ pub enum StoreError {
     Corrupt(u64),
 }
 
-fn database(e: redb::Error) -> StoreError {
+fn database(e: mev_store::engine::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
-crate::wal::from_redb_errors!(StoreError, database);
+mev_store::from_redb_errors!(StoreError, database);
 
-impl From<crate::wal::Error> for StoreError {
-    fn from(e: crate::wal::Error) -> Self {
+impl From<mev_store::wal::Error> for StoreError {
+    fn from(e: mev_store::wal::Error) -> Self {
         StoreError::Database(e.to_string())
     }
 }

@@ -3,7 +3,9 @@
 //! development CA made here.
 
 use crate::transport::embedded::Embedded;
-use crate::transport::{Consumer, Outgoing, QueueDepth, Route, Transport, TransportError};
+use crate::transport::{
+    Consumer, Outgoing, QueueDepth, Route, Topology, Transport, TransportError,
+};
 use crate::{Adapter, AdapterConfig, AdapterError, AdapterEvent, IncomingRequest, ReplyBody};
 use mev_proto::crypto::{Identity, RingSigner, RingVerifier};
 use mev_proto::pb::{self, Header, Kind};
@@ -210,12 +212,6 @@ impl Transport for Flaky {
     fn names(&self) -> &crate::transport::Names {
         self.inner.names()
     }
-    async fn declare_ingress(&self) -> Result<(), TransportError> {
-        self.inner.declare_ingress().await
-    }
-    async fn declare_inbox(&self, agency: &str) -> Result<(), TransportError> {
-        self.inner.declare_inbox(agency).await
-    }
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Vec<Result<(), TransportError>> {
         self.batches.fetch_add(1, Ordering::SeqCst);
         let fail = self.down.load(Ordering::SeqCst)
@@ -235,6 +231,15 @@ impl Transport for Flaky {
     }
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, TransportError> {
         self.inner.consume(queue, prefetch).await
+    }
+}
+
+impl Topology for Flaky {
+    async fn declare_ingress(&self) -> Result<(), TransportError> {
+        self.inner.declare_ingress().await
+    }
+    async fn declare_inbox(&self, agency: &str) -> Result<(), TransportError> {
+        self.inner.declare_inbox(agency).await
     }
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, TransportError> {
         self.inner.queue_depth(queue).await

@@ -13,9 +13,9 @@
 //! own in each store, so this fixed cost is what a quiet exchange pays.
 
 use mev_broker::journal::audit;
-use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
 use mev_broker::store::{Event, EventKind, Store};
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::RingVerifier;
 use std::path::Path;
 use std::time::Instant;
@@ -39,8 +39,7 @@ fn main() {
     let trust = pki.trust_store().expect("trust");
     // One realistic signed request; every entry carries a copy.
     let (header, payload) =
-        mev_broker::demo::sample_request(&register, &service, 1, "Bench".into())
-            .into_parts(&consumer);
+        mev_cli::demo::sample_request(&register, &service, 1, "Bench".into()).into_parts(&consumer);
     let envelope = prost::Message::encode_to_vec(
         &mev_proto::envelope::seal(
             header,

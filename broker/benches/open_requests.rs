@@ -12,10 +12,10 @@
 
 use mev_adapter::transport::embedded::Embedded;
 use mev_broker::pipeline::{Batching, Context};
-use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
 use mev_broker::server::Broker;
 use mev_broker::store::{Event, EventKind, OpenRequest, Store, TimerKind};
+use mev_devpki::{DevPki, KeyAlg};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -109,14 +109,14 @@ pub struct AmqpSection {
 
 impl AmqpSection {
     /// The transport's TLS settings, read from the files named here.
-    pub fn tls(&self) -> anyhow::Result<Option<mev_adapter::transport::amqp::AmqpTls>> {
+    pub fn tls(&self) -> anyhow::Result<Option<mev_transport::amqp::AmqpTls>> {
         use anyhow::Context as _;
         if self.tls_ca.as_os_str().is_empty() {
             return Ok(None);
         }
         let client = (!self.tls_cert.as_os_str().is_empty())
             .then_some((self.tls_cert.as_path(), self.tls_key.as_path()));
-        mev_adapter::transport::amqp::AmqpTls::from_files(&self.tls_ca, client)
+        mev_transport::amqp::AmqpTls::from_files(&self.tls_ca, client)
             .map(Some)
             .context("amqp TLS files")
     }

@@ -28,8 +28,8 @@
 
 use crate::metrics::Counters;
 use crate::store::{Event, EventKind, OutboxEntry, Purpose, Store};
-use mev_adapter::backoff::Backoff;
-use mev_adapter::transport::{Outgoing, Route, Transport, TransportError};
+use mev_transport::backoff::Backoff;
+use mev_transport::{Outgoing, Route, Topology, TransportError};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -102,7 +102,7 @@ struct Drain<T> {
 }
 
 /// Drains the outbox until `shutdown` flips to true.
-pub async fn run<T: Transport>(
+pub async fn run<T: Topology>(
     store: Arc<Store>,
     transport: T,
     counters: Arc<Counters>,
@@ -219,7 +219,7 @@ pub async fn run<T: Transport>(
     }
 }
 
-impl<T: Transport> Drain<T> {
+impl<T: Topology> Drain<T> {
     /// Whether the link's back-off has ended.
     fn link_backoff_ended(&self, now: Instant) -> bool {
         self.global.as_ref().is_some_and(|w| w.until <= now)
@@ -464,7 +464,7 @@ async fn wait(store: &Store, shutdown: &mut watch::Receiver<bool>, until: Instan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mev_adapter::transport::{Confirms, Consumer, Names, QueueDepth};
+    use mev_transport::{Confirms, Consumer, Names, QueueDepth, Transport};
     use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
 
@@ -483,12 +483,6 @@ mod tests {
     impl Transport for Scripted {
         fn names(&self) -> &Names {
             &self.names
-        }
-        async fn declare_ingress(&self) -> Result<(), TransportError> {
-            Ok(())
-        }
-        async fn declare_inbox(&self, _agency: &str) -> Result<(), TransportError> {
-            Ok(())
         }
         async fn publish_batch(&self, messages: Vec<Outgoing>) -> Vec<Result<(), TransportError>> {
             self.publish_start(messages).await.await
@@ -519,6 +513,15 @@ mod tests {
         }
         async fn consume(&self, _queue: &str, _prefetch: u16) -> Result<Consumer, TransportError> {
             Err(TransportError::Other("not consumed here".into()))
+        }
+    }
+
+    impl Topology for Scripted {
+        async fn declare_ingress(&self) -> Result<(), TransportError> {
+            Ok(())
+        }
+        async fn declare_inbox(&self, _agency: &str) -> Result<(), TransportError> {
+            Ok(())
         }
         async fn queue_depth(&self, _queue: &str) -> Result<QueueDepth, TransportError> {
             Err(TransportError::Other("no queues here".into()))

@@ -8,18 +8,18 @@ use crate::pipeline::{self, Batching, Context};
 use crate::register::Register;
 use crate::store::Store;
 use anyhow::Context as _;
-use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
-use mev_adapter::transport::{Transport, TransportError};
 use mev_proto::crypto::{Identity, RingVerifier};
 use mev_proto::envelope::Limits;
 use mev_proto::trust::{self, TrustStore};
+use mev_transport::amqp::{Amqp, AmqpConfig};
+use mev_transport::{Topology, TransportError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// A broker ready to start over a transport.
-pub struct Broker<T: Transport> {
+pub struct Broker<T: Topology> {
     ctx: Arc<Context>,
     transport: T,
     batching: Batching,
@@ -68,7 +68,7 @@ pub struct BrokerStatus {
 /// How long accepted message ids are remembered to drop copies, unless configured.
 pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-impl<T: Transport> Broker<T> {
+impl<T: Topology> Broker<T> {
     pub fn new(ctx: Arc<Context>, transport: T, batching: Batching, prefetch: u16) -> Self {
         Broker {
             ctx,
@@ -228,7 +228,7 @@ impl BrokerHandle {
     /// one), and polls the depth of the ingress and of every registered
     /// agency's inbox over `transport` every `queue_poll`. Returns the bound
     /// address. Stopped with the broker.
-    pub async fn serve_http<T: Transport>(
+    pub async fn serve_http<T: Topology>(
         &mut self,
         transport: T,
         listen: SocketAddr,

@@ -28,12 +28,12 @@
 
 use anyhow::{bail, Context as _};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
-use mev_adapter::transport::Transport;
+use mev_adapter::transport::{Topology, Transport};
 use mev_adapter::{Adapter, AdapterConfig, NoHandler, OutgoingRequest};
 use mev_broker::metrics::Counters;
-use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::Register;
 use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::trust::TrustStore;
 use mev_tests::proxy::Proxy;
@@ -119,7 +119,7 @@ impl Fixture {
 
     /// Request number `i` from the cast's consumer to its provider.
     fn request(&self, i: usize) -> OutgoingRequest {
-        mev_broker::demo::sample_request(
+        mev_cli::demo::sample_request(
             &self.register,
             &self.cast.service,
             i as u64,
@@ -457,7 +457,7 @@ fn fill(
         let end = (i + FILL_BATCH).min(n);
         let mut batch = Vec::with_capacity(end - i);
         for k in i..end {
-            let req = mev_broker::demo::sample_request(
+            let req = mev_cli::demo::sample_request(
                 register,
                 service,
                 k as u64,

@@ -14,17 +14,17 @@
 
 use mev_adapter::message::{Classification, Official};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
-use mev_adapter::transport::{Outgoing, Route, Transport};
+use mev_adapter::transport::{Outgoing, Route, Topology, Transport};
 use mev_adapter::{
     Adapter, AdapterConfig, AdapterEvent, IncomingReply, IncomingRequest, OutgoingRequest,
     ReceiptInfo, RequestHandle,
 };
 use mev_broker::metrics::{Counters, Snapshot};
 use mev_broker::pipeline::{Batching, Context};
-use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::{Register, Service};
 use mev_broker::server::{Broker, BrokerHandle};
 use mev_broker::store::Store;
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::pb::{self, Header, Kind};
 use mev_proto::trust::TrustStore;
@@ -365,7 +365,7 @@ impl Exchange {
     /// ends with `kind`, which the default replier answers with.
     pub fn request(&self, service: &Service, kind: &str) -> OutgoingRequest {
         let i = self.seq.fetch_add(1, Ordering::Relaxed);
-        let req = mev_broker::demo::sample_request(
+        let req = mev_cli::demo::sample_request(
             &self.register,
             service,
             i,

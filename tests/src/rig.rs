@@ -8,13 +8,13 @@
 use crate::proxy::Proxy;
 use crate::{amqp_url, load_register, lock, Cast, WAIT};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
-use mev_adapter::transport::Transport;
+use mev_adapter::transport::{Topology, Transport};
 use mev_adapter::{Adapter, AdapterConfig, AdapterEvent, IncomingRequest};
 use mev_broker::config::BrokerConfig;
 use mev_broker::pipeline::Batching;
-use mev_broker::pki::KeyAlg;
 use mev_broker::register::Register;
 use mev_broker::server::{self, Broker, BrokerHandle};
+use mev_devpki::KeyAlg;
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::trust::TrustStore;
 use std::collections::{BTreeMap, HashMap};
@@ -145,10 +145,10 @@ impl Rig {
         let cast = Cast::choose(&register);
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = dir.path().join("pki");
-        mev_broker::pki::init(&pki, false).expect("dev CA");
-        mev_broker::pki::issue(&pki, BROKER_ID, KeyAlg::Ed25519, 30).expect("broker cert");
+        mev_devpki::init(&pki, false).expect("dev CA");
+        mev_devpki::issue(&pki, BROKER_ID, KeyAlg::Ed25519, 30).expect("broker cert");
         for a in [&cast.consumer, &cast.provider] {
-            mev_broker::pki::issue(&pki, a, KeyAlg::Ed25519, 30).expect("agency cert");
+            mev_devpki::issue(&pki, a, KeyAlg::Ed25519, 30).expect("agency cert");
         }
         let ca = std::fs::read_to_string(pki.join("ca.crt")).expect("CA cert");
         let trust = Arc::new(TrustStore::from_pem(&ca).expect("trust store"));
@@ -177,7 +177,7 @@ impl Rig {
     }
 
     fn identity(&self, agency: &str) -> Identity {
-        let paths = mev_broker::pki::PkiPaths::new(self.pki_dir());
+        let paths = mev_devpki::PkiPaths::new(self.pki_dir());
         let key = std::fs::read_to_string(paths.agency_key(agency)).expect("key");
         let cert = std::fs::read_to_string(paths.agency_cert(agency)).expect("cert");
         Identity::from_pem(&key, &cert).expect("identity")
@@ -185,7 +185,7 @@ impl Rig {
 
     /// The broker's config: on-disk store, RabbitMQ through `broker_link`.
     pub fn broker_config(&self) -> BrokerConfig {
-        let paths = mev_broker::pki::PkiPaths::new(self.pki_dir());
+        let paths = mev_devpki::PkiPaths::new(self.pki_dir());
         let mut c = BrokerConfig::default();
         c.broker.id = BROKER_ID.into();
         c.broker.namespace = self.namespace.clone();
@@ -392,7 +392,7 @@ impl Rig {
                 .await
                 .expect("window open");
             let i = self.seq.fetch_add(1, Ordering::Relaxed);
-            let req = mev_broker::demo::sample_request(
+            let req = mev_cli::demo::sample_request(
                 &self.register,
                 &self.cast.service,
                 i,

@@ -5,7 +5,7 @@
 //! Each test runs in its own namespace (`mevtest-<uuid>`) and deletes it
 //! afterwards, also when it fails. Set `AMQP_URL` to test another RabbitMQ.
 
-use mev_broker::pki::{serial_of, DevPki, KeyAlg};
+use mev_devpki::{serial_of, DevPki, KeyAlg};
 use mev_proto::pb::Classification;
 use mev_proto::ErrorCode;
 use mev_tests::{receipt, reply, within, Cast, Exchange, REPLY_KINDS};

@@ -141,7 +141,7 @@ async fn provider_offline_behind_a_full_inbox_then_back() {
     let inbox = mev_adapter::transport::Transport::names(&admin).inbox_queue(&provider);
     let held = mev_tests::within("the provider's inbox to fill and the rest to wait", async {
         loop {
-            let depth = mev_adapter::transport::Transport::queue_depth(&admin, &inbox)
+            let depth = mev_adapter::transport::Topology::queue_depth(&admin, &inbox)
                 .await
                 .map(|d| d.messages)
                 .unwrap_or(0);

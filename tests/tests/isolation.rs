@@ -14,13 +14,13 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
-use mev_adapter::transport::{Outgoing, Route, Transport, TransportError};
+use mev_adapter::transport::{Outgoing, Route, Topology, Transport, TransportError};
 use mev_adapter::{Adapter, AdapterConfig, IncomingRequest};
 use mev_broker::config::BrokerConfig;
 use mev_broker::pipeline::Batching;
-use mev_broker::pki::KeyAlg;
-use mev_broker::rabbitmq::{Deployment, Options};
 use mev_broker::server::{self, Broker};
+use mev_cli::deploy::{Deployment, Options};
+use mev_devpki::KeyAlg;
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::trust::TrustStore;
 use mev_proto::ErrorCode;
@@ -331,7 +331,7 @@ async fn agencies_are_confined_to_the_ingress_and_their_own_inbox() {
 }
 
 fn identity(pki: &Path, agency: &str) -> Identity {
-    let paths = mev_broker::pki::PkiPaths::new(pki);
+    let paths = mev_devpki::PkiPaths::new(pki);
     let key = std::fs::read_to_string(paths.agency_key(agency)).expect("key");
     let cert = std::fs::read_to_string(paths.agency_cert(agency)).expect("cert");
     Identity::from_pem(&key, &cert).expect("identity")
@@ -346,11 +346,11 @@ async fn the_exchange_works_end_to_end_with_restricted_accounts() {
     imported(&ns, 2).await;
 
     let pki: PathBuf = dir.path().join("pki");
-    mev_broker::pki::init(&pki, false).expect("dev CA");
+    mev_devpki::init(&pki, false).expect("dev CA");
     for id in [BROKER_ID, a, b] {
-        mev_broker::pki::issue(&pki, id, KeyAlg::Ed25519, 30).expect("certificate");
+        mev_devpki::issue(&pki, id, KeyAlg::Ed25519, 30).expect("certificate");
     }
-    let paths = mev_broker::pki::PkiPaths::new(&pki);
+    let paths = mev_devpki::PkiPaths::new(&pki);
     let mut config = BrokerConfig::default();
     config.broker.id = BROKER_ID.into();
     config.broker.namespace = ns.clone();
@@ -418,7 +418,7 @@ async fn the_exchange_works_end_to_end_with_restricted_accounts() {
 
     for i in 0..3 {
         let req =
-            mev_broker::demo::sample_request(&register, &cast.service, i, format!("Applicant {i}"));
+            mev_cli::demo::sample_request(&register, &cast.service, i, format!("Applicant {i}"));
         let mut h = within("sending", consumer.send_request(req))
             .await
             .expect("request sent");

@@ -8,7 +8,8 @@
 //! on a free loopback port.
 
 use mev_broker::http::prometheus::{self, Exposition};
-use mev_broker::http::{client, StatusReport};
+use mev_broker::http::StatusReport;
+use mev_cli::status::client;
 use mev_proto::ErrorCode;
 use mev_tests::{receipt, within, Cast, Exchange, WAIT};
 use std::collections::BTreeMap;
@@ -232,11 +233,11 @@ async fn metrics_and_status_follow_the_traffic() {
 
     // `mev status`'s table, from the same endpoint.
     let url = format!("http://{addr}");
-    let (report, _) = tokio::task::spawn_blocking(move || mev_broker::status::fetch(&url))
+    let (report, _) = tokio::task::spawn_blocking(move || mev_cli::status::fetch(&url))
         .await
         .unwrap()
         .expect("mev status fetches");
-    let table = mev_broker::status::render_table(&report);
+    let table = mev_cli::status::render_table(&report);
     println!("{table}");
     assert!(table.contains("AGENCY") && table.contains("BREACHED") && table.contains("TOTAL"));
     assert!(table.lines().any(|l| l.starts_with(&cast.provider)));

@@ -12,7 +12,7 @@
 
 use mev_adapter::ReceiptInfo;
 use mev_broker::pipeline::ratelimit::RateLimiter;
-use mev_broker::pki::{serial_of, DevPki, KeyAlg};
+use mev_devpki::{serial_of, DevPki, KeyAlg};
 use mev_proto::ErrorCode;
 use mev_tests::{receipt, reply, reply_by_applicant_name, within, Cast, Exchange, Setup};
 use std::path::Path;

@@ -13,7 +13,6 @@
 //! `mev broker` does when `[http] listen` is set), or with [`serve`] and
 //! [`poll_queues`] directly.
 
-pub mod client;
 pub mod prometheus;
 
 use crate::metrics::{HistogramSnapshot, RecentRejection, SlaCounts, SlaRow};
@@ -24,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
-use mev_adapter::transport::{QueueDepth, Transport};
+use mev_transport::{QueueDepth, Topology};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -105,7 +104,7 @@ impl QueueWatch {
 
     /// Reads the ingress and every inbox of `agencies` once. Values read
     /// before a failure are kept, so the page shows the last known depths.
-    pub async fn poll_once<T: Transport>(&self, transport: &T, agencies: &[String]) {
+    pub async fn poll_once<T: Topology>(&self, transport: &T, agencies: &[String]) {
         let names = transport.names();
         let timeout = self.every.max(Duration::from_secs(2));
         let work = async {
@@ -154,7 +153,7 @@ impl QueueWatch {
 }
 
 /// Polls queue depths every `watch.every()` until `shutdown` flips to true.
-pub async fn poll_queues<T: Transport>(
+pub async fn poll_queues<T: Topology>(
     watch: Arc<QueueWatch>,
     transport: T,
     agencies: Vec<String>,
@@ -228,7 +227,7 @@ pub struct StatusReport {
     pub recent_rejections: Vec<RecentRejection>,
 }
 
-/// The store's redo log ([`mev_adapter::wal`]) since the broker started.
+/// The store's redo log ([`mev_store::wal`]) since the broker started.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreLog {
     /// Records replayed at start (after a crash; 0 after a clean stop).
@@ -243,7 +242,7 @@ pub struct StoreLog {
 }
 
 impl StoreLog {
-    fn of(s: mev_adapter::wal::Stats) -> Self {
+    fn of(s: mev_store::wal::Stats) -> Self {
         StoreLog {
             replayed_at_start: s.replayed,
             pending: s.pending,
@@ -601,7 +600,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mev_adapter::transport::embedded::Embedded;
+    use mev_transport::embedded::Embedded;
 
     #[tokio::test]
     async fn readiness_follows_the_queue_poll() {

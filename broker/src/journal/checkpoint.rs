@@ -119,7 +119,7 @@ pub fn spki_of(cert_der: &[u8]) -> Result<Vec<u8>, String> {
     Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
-pub(crate) fn to_hex_bytes(b: &[u8]) -> String {
+pub fn to_hex_bytes(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

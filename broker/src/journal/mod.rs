@@ -32,7 +32,6 @@
 
 pub mod audit;
 pub mod checkpoint;
-pub mod cli;
 pub mod entry;
 pub mod merkle;
 pub mod segment;

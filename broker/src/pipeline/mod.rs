@@ -25,10 +25,10 @@ pub mod verify;
 use crate::metrics::Counters;
 use crate::register::Register;
 use crate::store::Store;
-use mev_adapter::transport::{Consumer, Delivery};
 use mev_proto::crypto::{Identity, SignatureVerifier};
 use mev_proto::envelope::{Limits, Opened};
 use mev_proto::trust::TrustStore;
+use mev_transport::{Consumer, Delivery};
 use record::Verdict;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -224,7 +224,7 @@ async fn ack_in_turn(batch: &[Delivery], recorded: bool, settled: bool, turn: Ac
     if recorded {
         // Durable now: ack the inputs. Delivery is the outbox's job.
         let acked = if in_order {
-            mev_adapter::transport::ack_all(batch).await
+            mev_transport::ack_all(batch).await
         } else {
             tracing::warn!(
                 "an earlier batch ended without settling its deliveries; acking one by one"
@@ -244,9 +244,7 @@ async fn ack_in_turn(batch: &[Delivery], recorded: bool, settled: bool, turn: Ac
     let _ = turn.done.send(settled && in_order);
 }
 
-async fn ack_each(
-    batch: &[Delivery],
-) -> Result<(), (usize, mev_adapter::transport::TransportError)> {
+async fn ack_each(batch: &[Delivery]) -> Result<(), (usize, mev_transport::TransportError)> {
     for (i, d) in batch.iter().enumerate() {
         d.ack().await.map_err(|e| (batch.len() - i, e))?;
     }
@@ -381,7 +379,7 @@ fn kind_name(opened: &Opened) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mev_adapter::transport::{AckHandle, BoxFuture, TransportError};
+    use mev_transport::{AckHandle, BoxFuture, TransportError};
     use std::sync::Mutex;
     use tokio::sync::oneshot;
 
@@ -452,11 +450,11 @@ mod tests {
         let register =
             Register::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas"))
                 .unwrap();
-        let pki = crate::pki::DevPki::new().unwrap();
+        let pki = mev_devpki::DevPki::new().unwrap();
         let ctx = Arc::new(Context::new(
             Arc::new(register),
             Arc::new(pki.trust_store().unwrap()),
-            pki.issue("MEV-EXCHANGE", crate::pki::KeyAlg::Ed25519)
+            pki.issue("MEV-EXCHANGE", mev_devpki::KeyAlg::Ed25519)
                 .unwrap(),
             Arc::new(Store::in_memory().unwrap()),
         ));

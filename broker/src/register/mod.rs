@@ -21,7 +21,6 @@
 //! - `schema`, `sample`: payload schemas (strict decoding, sample payloads).
 //! - [`cli`]: `mev register check`.
 
-pub mod cli;
 mod error;
 mod load;
 pub mod model;

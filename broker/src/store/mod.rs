@@ -7,8 +7,8 @@
 
 use crate::journal::entry::{leaf_of, Entry, Head};
 use crate::journal::merkle::{to_hex, Frontier, Hash};
-use mev_adapter::wal::{Db, Replay, Table};
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use mev_store::engine::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use mev_store::wal::{Db, Replay, Table};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -64,25 +64,38 @@ static TABLES: [&dyn Replay; 11] = [
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Database(#[from] redb::DatabaseError),
+    Database(#[from] mev_store::engine::DatabaseError),
     #[error("transaction: {0}")]
-    Transaction(#[from] redb::TransactionError),
+    Transaction(#[from] mev_store::engine::TransactionError),
     #[error("table: {0}")]
-    Table(#[from] redb::TableError),
+    Table(#[from] mev_store::engine::TableError),
     #[error("storage: {0}")]
-    Storage(#[from] redb::StorageError),
+    Storage(#[from] mev_store::engine::StorageError),
     #[error("commit: {0}")]
-    Commit(#[from] redb::CommitError),
+    Commit(#[from] mev_store::engine::CommitError),
     #[error("durability: {0}")]
-    Durability(#[from] redb::SetDurabilityError),
+    Durability(#[from] mev_store::engine::SetDurabilityError),
     #[error("{0}")]
-    Wal(#[from] mev_adapter::wal::Error),
+    Wal(#[from] mev_store::wal::Error),
     #[error("corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("corrupt journal state: {0}")]
     Journal(String),
     #[error("cannot create {0}: {1}")]
     Dir(std::path::PathBuf, #[source] std::io::Error),
+}
+
+impl StoreError {
+    /// Whether the store could not be opened because a process (a running
+    /// broker) has it open.
+    pub fn is_in_use(&self) -> bool {
+        use mev_store::engine::{DatabaseError, Error};
+        matches!(
+            self,
+            StoreError::Database(DatabaseError::DatabaseAlreadyOpen)
+                | StoreError::Wal(mev_store::wal::Error::Redb(Error::DatabaseAlreadyOpen))
+        )
+    }
 }
 
 /// A request waiting for its reply.
@@ -432,7 +445,7 @@ impl Store {
 
     /// What the store's redo log has done since open (replayed records,
     /// checkpoints and their pauses).
-    pub fn log_stats(&self) -> mev_adapter::wal::Stats {
+    pub fn log_stats(&self) -> mev_store::wal::Stats {
         self.db.stats()
     }
 
@@ -535,7 +548,7 @@ impl Store {
     }
 }
 
-fn last_key<V: redb::Value + 'static>(
+fn last_key<V: mev_store::engine::Value + 'static>(
     t: &impl ReadableTable<u64, V>,
 ) -> Result<Option<u64>, StoreError> {
     Ok(t.last()?.map(|(k, _)| k.value()))

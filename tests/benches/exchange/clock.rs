@@ -224,8 +224,8 @@ impl BrokerTimes {
         after: &Counters,
         routing: &HistogramSnapshot,
         reply: &HistogramSnapshot,
-        log_before: mev_adapter::wal::Stats,
-        log_after: mev_adapter::wal::Stats,
+        log_before: mev_store::wal::Stats,
+        log_after: mev_store::wal::Stats,
     ) -> Self {
         fn delta(a: HistogramSnapshot, b: &HistogramSnapshot) -> HistogramSnapshot {
             HistogramSnapshot {

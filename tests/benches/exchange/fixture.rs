@@ -64,7 +64,7 @@ impl Fixture {
                 .issue(&service.provider, KeyAlg::Ed25519)
                 .context("the provider's certificate")?;
             let template =
-                mev_broker::demo::sample_request(&register, &service, 0, "Galiev Rustem".into());
+                mev_cli::demo::sample_request(&register, &service, 0, "Galiev Rustem".into());
             if template.payload.is_empty() {
                 bail!("no sample payload for {}", service.request_schema);
             }

@@ -96,16 +96,16 @@ use lapin::{
 };
 use mev_adapter::message::Attachment;
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
-use mev_adapter::transport::Transport;
+use mev_adapter::transport::{Topology, Transport};
 use mev_adapter::{
     Adapter, AdapterConfig, AdapterEvent, IncomingRequest, NoHandler, OutgoingRequest, ReplyBody,
 };
 use mev_broker::metrics::{Counters, HistogramSnapshot};
 use mev_broker::pipeline::{Batching, Context};
-use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::{Register, Service};
 use mev_broker::server::{Broker, BrokerHandle};
 use mev_broker::store::Store;
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingSigner, RingVerifier, SignatureVerifier};
 use mev_proto::envelope::Limits;
 use mev_proto::pb::SignatureAlgorithm;

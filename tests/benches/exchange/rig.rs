@@ -22,7 +22,7 @@ pub(crate) struct ExchangeRig {
 
 impl ExchangeRig {
     /// The broker's store's redo log figures so far.
-    pub(crate) fn log_stats(&self) -> mev_adapter::wal::Stats {
+    pub(crate) fn log_stats(&self) -> mev_store::wal::Stats {
         self.store
             .as_ref()
             .map(|s| s.log_stats())

@@ -108,7 +108,7 @@ impl Skewed {
 
     /// A valid request from the consumer for the main service, sent at `at`.
     pub(crate) fn request(&self, at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
-        let req = mev_broker::demo::sample_request(
+        let req = mev_cli::demo::sample_request(
             &self.register,
             &self.cast.service,
             0,

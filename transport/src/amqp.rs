@@ -10,7 +10,7 @@
 
 use super::{
     AckHandle, BoxFuture, Confirms, Consumer, Delivery, Names, Outgoing, QueueDepth, Route,
-    Transport, TransportError,
+    Topology, Transport, TransportError,
 };
 use futures_util::StreamExt;
 use lapin::options::{
@@ -432,26 +432,6 @@ impl Transport for Amqp {
         &self.names
     }
 
-    async fn declare_ingress(&self) -> Result<(), TransportError> {
-        self.declare(
-            self.names.ingress_exchange(),
-            self.names.ingress_queue(),
-            String::new(),
-            false,
-        )
-        .await
-    }
-
-    async fn declare_inbox(&self, agency: &str) -> Result<(), TransportError> {
-        self.declare(
-            self.names.deliver_exchange(),
-            self.names.inbox_queue(agency),
-            agency.to_string(),
-            true,
-        )
-        .await
-    }
-
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Vec<Result<(), TransportError>> {
         self.publish_start(messages).await.await
     }
@@ -615,7 +595,27 @@ impl Transport for Amqp {
         });
         Ok(Consumer::new(rx))
     }
+}
 
+impl Topology for Amqp {
+    async fn declare_ingress(&self) -> Result<(), TransportError> {
+        self.declare(
+            self.names.ingress_exchange(),
+            self.names.ingress_queue(),
+            String::new(),
+            false,
+        )
+        .await
+    }
+    async fn declare_inbox(&self, agency: &str) -> Result<(), TransportError> {
+        self.declare(
+            self.names.deliver_exchange(),
+            self.names.inbox_queue(agency),
+            agency.to_string(),
+            true,
+        )
+        .await
+    }
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, TransportError> {
         let live = self.live().await?;
         let ch = live.connection.create_channel().await.map_err(map_err)?;

@@ -1,11 +1,11 @@
 //! `mev audit …`: the auditor's commands.
 
-use super::audit::{self, InclusionProof};
-use super::entry::Entry;
-use crate::store::Store;
 use anyhow::Context as _;
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::transport::{Outgoing, Route, Transport};
+use mev_broker::journal::audit::{self, InclusionProof};
+use mev_broker::journal::entry::Entry;
+use mev_broker::store::Store;
 use mev_proto::crypto::RingVerifier;
 use mev_proto::trust::TrustStore;
 use std::io::Write as _;
@@ -279,7 +279,8 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     }
                 };
                 if envelopes && !e.envelope.is_empty() {
-                    v["envelope"] = super::checkpoint::to_hex_bytes(&e.envelope).into();
+                    v["envelope"] =
+                        mev_broker::journal::checkpoint::to_hex_bytes(&e.envelope).into();
                 }
                 if let Err(err) = writeln!(w, "{v}") {
                     failure = Some(err.to_string());
@@ -377,7 +378,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 (None, None) => anyhow::bail!("give --before TIME or --upto SEQ"),
             };
             let now = chrono::Utc::now().timestamp_millis();
-            let path = super::segment::seal(&store, upto, &into, now)?;
+            let path = mev_broker::journal::segment::seal(&store, upto, &into, now)?;
             println!("sealed entries up to {upto} into {}", path.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -113,15 +113,16 @@ pub enum Error {
 
 /// `From` each of redb's error types for `$target`, through `$via`, a
 /// function of [`redb::Error`].
+#[macro_export]
 macro_rules! from_redb_errors {
     ($target:ty, $via:path) => {
-        $crate::wal::from_redb_errors!(@each $target, $via;
-            redb::DatabaseError,
-            redb::TransactionError,
-            redb::TableError,
-            redb::StorageError,
-            redb::CommitError,
-            redb::SetDurabilityError
+        $crate::from_redb_errors!(@each $target, $via;
+            $crate::engine::DatabaseError,
+            $crate::engine::TransactionError,
+            $crate::engine::TableError,
+            $crate::engine::StorageError,
+            $crate::engine::CommitError,
+            $crate::engine::SetDurabilityError
         );
     };
     (@each $target:ty, $via:path; $($t:ty),*) => {$(
@@ -132,7 +133,7 @@ macro_rules! from_redb_errors {
         }
     )*};
 }
-pub(crate) use from_redb_errors;
+pub use from_redb_errors;
 from_redb_errors!(Error, Error::Redb);
 
 /// A table a log may name: how to apply a recorded write to it. Every table

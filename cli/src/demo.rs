@@ -4,19 +4,19 @@
 //! reply kind plus a few deliberately bad messages, and prints a summary.
 //! Exits 0 only if nothing was lost.
 
-use crate::pipeline::{Batching, Context};
-use crate::pki::{DevPki, KeyAlg};
-use crate::register::{Register, Service};
-use crate::server::Broker;
-use crate::store::Store;
 use anyhow::Context as _;
 use mev_adapter::message::{Applicant, Attachment, Classification, Official, RequestedDocument};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::transport::embedded::Embedded;
-use mev_adapter::transport::{Outgoing, Route, Transport};
+use mev_adapter::transport::{Outgoing, Route, Topology};
 use mev_adapter::{
     Adapter, AdapterConfig, AdapterError, IncomingRequest, OutgoingRequest, ReplyBody,
 };
+use mev_broker::pipeline::{Batching, Context};
+use mev_broker::register::{Register, Service};
+use mev_broker::server::Broker;
+use mev_broker::store::Store;
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::RingVerifier;
 use mev_proto::pb::{Header, Kind};
 use mev_proto::ErrorCode;
@@ -211,7 +211,7 @@ struct Tally {
     bad_ok: u64,
 }
 
-async fn run_over<T: Transport>(
+async fn run_over<T: Topology>(
     args: DemoArgs,
     transport: T,
     over: &str,
@@ -379,7 +379,7 @@ async fn run_over<T: Transport>(
 
 /// A few deliberately bad messages, each of which must come back refused
 /// with its own code.
-async fn send_bad_messages<T: Transport>(
+async fn send_bad_messages<T: Topology>(
     register: &Register,
     pairs: &[(String, Service)],
     adapters: &BTreeMap<String, Arc<Adapter<T>>>,

@@ -19,10 +19,10 @@ pub mod period;
 pub mod sla;
 mod svg;
 
-use crate::store::{Event, Store, StoreError};
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use mev_broker::store::{Event, Store, StoreError};
 use period::{Period, PeriodError, Quarter};
 use sla::By;
 use std::io::Write as _;
@@ -107,10 +107,7 @@ pub fn load_events(data: &Path) -> Result<Vec<Event>, ReportError> {
         return Err(ReportError::NoStore(file));
     }
     let wrap = |source: StoreError| match source {
-        StoreError::Database(redb::DatabaseError::DatabaseAlreadyOpen)
-        | StoreError::Wal(mev_adapter::wal::Error::Redb(redb::Error::DatabaseAlreadyOpen)) => {
-            ReportError::Busy(file.clone())
-        }
+        source if source.is_in_use() => ReportError::Busy(file.clone()),
         source => ReportError::Store {
             path: file.clone(),
             source,

@@ -15,10 +15,10 @@ use mev_adapter::{
 use mev_broker::clock::{Clock, ManualClock};
 use mev_broker::metrics::{Counters, SlaCounts};
 use mev_broker::pipeline::{Batching, Context};
-use mev_broker::pki::{DevPki, KeyAlg};
 use mev_broker::register::{DeadlinePolicy, Register, Service};
 use mev_broker::server::{Broker, BrokerHandle};
 use mev_broker::store::{EventKind, Store};
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingVerifier};
 use mev_proto::pb::NoticeKind;
 use mev_proto::trust::TrustStore;
@@ -169,7 +169,7 @@ impl Rig {
     }
 
     async fn send(&self, received: Option<DateTime<Utc>>) -> RequestHandle {
-        let mut req = mev_broker::demo::sample_request(
+        let mut req = mev_cli::demo::sample_request(
             &self.register,
             &self.service,
             1,

@@ -23,9 +23,9 @@
 //! ACCESS_REFUSED. Passive declares (the broker's queue-depth poll) need no
 //! permission.
 
-use crate::register::Register;
 use anyhow::{bail, Context as _};
 use mev_adapter::transport::Names;
+use mev_broker::register::Register;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write as _;

@@ -5,9 +5,9 @@
 //! dispatches and rejections where they belong, by period and time zone.
 
 use clap::Parser;
-use mev_broker::demo::DemoArgs;
-use mev_broker::report::ReportCommand;
 use mev_broker::store::{Event, EventKind, Store};
+use mev_cli::demo::DemoArgs;
+use mev_cli::report::ReportCommand;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ fn demo_store() -> tempfile::TempDir {
             "--register".as_ref(),
             concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas").as_ref(),
         ]);
-        let code = mev_broker::demo::run(demo.args).expect("the demo runs");
+        let code = mev_cli::demo::run(demo.args).expect("the demo runs");
         assert_eq!(code, std::process::ExitCode::SUCCESS);
         dir
     });
@@ -70,7 +70,7 @@ fn report(dir: &Path, args: &[&str]) -> String {
     argv.extend(args.iter().map(|s| s.to_string()));
     argv.extend(["--out".into(), out.path().to_string_lossy().into_owned()]);
     let cli = Report::try_parse_from(&argv).expect("the options parse");
-    let code = mev_broker::report::run(cli.cmd).expect("the report is made");
+    let code = mev_cli::report::run(cli.cmd).expect("the report is made");
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     std::fs::read_to_string(out.path()).unwrap()
 }

@@ -4,8 +4,8 @@
 //! its `register.toml`), prints each problem on its own line naming the
 //! entry, or a summary when it is clean. Exit status 0 when clean, 1 when not.
 
-use super::Register;
 use clap::{Args, Subcommand};
+use mev_broker::register::Register;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
 //! Deadlines over the SHIPPED calendars (`schemas/calendars/`) and a test
-//! calendar with daylight-saving changes (`tests/fixtures/calendars/`).
+//! calendar with daylight-saving changes (`tests/it/fixtures/calendars/`).
 //!
 //! Each row: what it shows, the calendar, the sending time (local), the
 //! policy, and the expected deadline (local, with its UTC offset).
@@ -16,7 +16,7 @@ use mev_proto::time::to_wire;
 use std::path::Path;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/calendars");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/calendars");
 
 /// The shipped calendars plus the test fixtures.
 fn calendars() -> Calendars {

@@ -19,32 +19,32 @@ struct Cli {
 enum Command {
     // Subcommands are added here by each module: Pki, Register, Broker, Demo.
     /// Run the exchange end to end: a broker and K agencies, N requests, a summary.
-    Demo(mev_broker::demo::DemoArgs),
+    Demo(mev_cli::demo::DemoArgs),
     /// Run the broker: consume the ingress, check, route, receipt.
     Broker(BrokerArgs),
     /// A running broker's queues, open requests and deadlines (from its HTTP endpoint).
-    Status(mev_broker::status::StatusArgs),
+    Status(mev_cli::status::StatusArgs),
     /// Development PKI: a CA and agency certificates
     Pki {
         #[command(subcommand)]
-        cmd: mev_broker::pki::PkiCommand,
+        cmd: mev_cli::pki::PkiCommand,
     },
     /// The Unified Register of services: check it.
-    Register(mev_broker::register::cli::RegisterArgs),
+    Register(mev_cli::register::RegisterArgs),
     /// The audit journal: verify, trace, export, prove, check a proof, replay.
     Audit {
         #[command(subcommand)]
-        cmd: mev_broker::journal::cli::AuditCommand,
+        cmd: mev_cli::audit::AuditCommand,
     },
     /// Quality reports from the broker's journal (RU 963 §9, §11; UZ resolution No. 120 §3).
     Report {
         #[command(subcommand)]
-        cmd: mev_broker::report::ReportCommand,
+        cmd: mev_cli::report::ReportCommand,
     },
     /// Deployment files: RabbitMQ definitions with per-agency accounts.
     Deploy {
         #[command(subcommand)]
-        cmd: mev_broker::rabbitmq::DeployCommand,
+        cmd: mev_cli::deploy::DeployCommand,
     },
 }
 
@@ -83,14 +83,14 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
-        Command::Register(args) => mev_broker::register::cli::run(args),
-        Command::Pki { cmd } => mev_broker::pki::run(cmd),
-        Command::Demo(args) => mev_broker::demo::run(args),
+        Command::Register(args) => mev_cli::register::run(args),
+        Command::Pki { cmd } => mev_cli::pki::run(cmd),
+        Command::Demo(args) => mev_cli::demo::run(args),
         Command::Broker(args) => broker(args),
-        Command::Status(args) => mev_broker::status::run(args),
-        Command::Audit { cmd } => mev_broker::journal::cli::run(cmd),
-        Command::Report { cmd } => mev_broker::report::run(cmd),
-        Command::Deploy { cmd } => mev_broker::rabbitmq::run(cmd),
+        Command::Status(args) => mev_cli::status::run(args),
+        Command::Audit { cmd } => mev_cli::audit::run(cmd),
+        Command::Report { cmd } => mev_cli::report::run(cmd),
+        Command::Deploy { cmd } => mev_cli::deploy::run(cmd),
     };
     match result {
         Ok(code) => code,

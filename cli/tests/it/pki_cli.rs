@@ -3,7 +3,7 @@
 //! `ca.crt` accepts, until `mev pki revoke` puts them on `crl.pem`.
 
 use chrono::Utc;
-use mev_broker::pki::{DevPki, KeyAlg};
+use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
 use mev_proto::pb::SignatureAlgorithm;
 use mev_proto::trust::{crls_from_pem, TrustError, TrustStore};
@@ -177,7 +177,7 @@ fn dev_pki_makes_each_kind_of_bad_certificate() {
     assert_eq!(verify(&store, &good), Err(TrustError::Revoked));
     assert_eq!(verify(&store, &other), Err(TrustError::Revoked));
     // An explicit CRL lists exactly what it is given.
-    let serial = mev_broker::pki::serial_of(other.certificate().unwrap()).unwrap();
+    let serial = mev_devpki::serial_of(other.certificate().unwrap()).unwrap();
     store
         .set_crls(vec![dev.crl_der(&[serial]).unwrap()])
         .unwrap();

@@ -21,8 +21,8 @@
 //! was observed.
 
 use super::period::Period;
-use crate::store::{Event, EventKind};
 use chrono::{DateTime, SecondsFormat, Utc};
+use mev_broker::store::{Event, EventKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -1,11 +1,16 @@
-//! The transport: the one place that knows how bytes move between the
-//! adapter, the broker and the queues.
+//! # mev-transport: how bytes move between the agencies, the broker and the queues
 //!
-//! One small trait, [`Transport`], with two implementations: [`amqp::Amqp`]
-//! (RabbitMQ through lapin, durable quorum queues, publisher confirms, manual
-//! acks) and [`embedded::Embedded`] (in-process, for the demo and unit tests).
-//! The broker and the adapter speak only this trait, so the same code runs over
-//! both.
+//! Two small traits with two implementations each, [`amqp::Amqp`] (RabbitMQ
+//! through lapin, durable quorum queues, publisher confirms, manual acks) and
+//! [`embedded::Embedded`] (in-process, for the demo and unit tests):
+//! - [`Transport`]: what an agency needs: publish with confirms, consume,
+//!   acknowledge;
+//! - [`Topology`]: what only the broker or an operator needs on top: declare
+//!   the exchanges and queues, read a queue's depth.
+//!
+//! The broker and the adapter speak only these traits, so the same code runs
+//! over both. [`backoff`] is the capped, jittered exponential back-off their
+//! retries share.
 //!
 //! Names live under a namespace so several deployments (and parallel tests)
 //! share one RabbitMQ: exchange and queue `{ns}.ingress`, which agencies
@@ -13,6 +18,7 @@
 //! `{ns}.inbox.{agency}`.
 
 pub mod amqp;
+pub mod backoff;
 pub mod embedded;
 
 use std::future::Future;
@@ -231,17 +237,11 @@ impl Consumer {
     }
 }
 
-/// What the broker and the adapter need from a message broker.
+/// What an agency (and the broker) needs from a message broker: publish
+/// with confirms, consume with manual acks.
 pub trait Transport: Clone + Send + Sync + 'static {
     /// The names of this deployment.
     fn names(&self) -> &Names;
-    /// Declares the ingress exchange and queue (idempotent).
-    fn declare_ingress(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
-    /// Declares an agency's inbox and its binding (idempotent).
-    fn declare_inbox(
-        &self,
-        agency: &str,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Publishes every message, with all confirms in flight together; one
     /// result per message, in order. `Ok` means the broker confirmed it.
     fn publish_batch(
@@ -255,11 +255,6 @@ pub trait Transport: Clone + Send + Sync + 'static {
         queue: &str,
         prefetch: u16,
     ) -> impl Future<Output = Result<Consumer, TransportError>> + Send;
-    /// Message and consumer counts of a queue (a passive declare on RabbitMQ).
-    fn queue_depth(
-        &self,
-        queue: &str,
-    ) -> impl Future<Output = Result<QueueDepth, TransportError>> + Send;
     /// Publishes every message and returns their confirms to await later,
     /// one result per message, in order: a drain keeps several rounds in
     /// flight instead of waiting out each. Rounds must be started one after
@@ -287,6 +282,23 @@ pub trait Transport: Clone + Send + Sync + 'static {
                 .unwrap_or_else(|| Err(TransportError::Other("no confirm".into())))
         }
     }
+}
+
+/// What only the broker or an operator needs on top of [`Transport`]: the
+/// exchanges and queues of a deployment, and how full they are.
+pub trait Topology: Transport {
+    /// Declares the ingress exchange and queue (idempotent).
+    fn declare_ingress(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Declares an agency's inbox and its binding (idempotent).
+    fn declare_inbox(
+        &self,
+        agency: &str,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Message and consumer counts of a queue (a passive declare on RabbitMQ).
+    fn queue_depth(
+        &self,
+        queue: &str,
+    ) -> impl Future<Output = Result<QueueDepth, TransportError>> + Send;
 }
 
 #[cfg(test)]

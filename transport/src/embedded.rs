@@ -4,8 +4,8 @@
 //! it keeps nothing across a restart of the process.
 
 use super::{
-    AckHandle, BoxFuture, Consumer, Delivery, Names, Outgoing, QueueDepth, Route, Transport,
-    TransportError,
+    AckHandle, BoxFuture, Consumer, Delivery, Names, Outgoing, QueueDepth, Route, Topology,
+    Transport, TransportError,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,24 +123,6 @@ impl Transport for Embedded {
         &self.names
     }
 
-    async fn declare_ingress(&self) -> Result<(), TransportError> {
-        self.declare(
-            self.names.ingress_queue(),
-            self.names.ingress_exchange(),
-            String::new(),
-        );
-        Ok(())
-    }
-
-    async fn declare_inbox(&self, agency: &str) -> Result<(), TransportError> {
-        self.declare(
-            self.names.inbox_queue(agency),
-            self.names.deliver_exchange(),
-            agency.to_string(),
-        );
-        Ok(())
-    }
-
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Vec<Result<(), TransportError>> {
         messages
             .into_iter()
@@ -210,7 +192,25 @@ impl Transport for Embedded {
         });
         Ok(Consumer::new(rx))
     }
+}
 
+impl Topology for Embedded {
+    async fn declare_ingress(&self) -> Result<(), TransportError> {
+        self.declare(
+            self.names.ingress_queue(),
+            self.names.ingress_exchange(),
+            String::new(),
+        );
+        Ok(())
+    }
+    async fn declare_inbox(&self, agency: &str) -> Result<(), TransportError> {
+        self.declare(
+            self.names.inbox_queue(agency),
+            self.names.deliver_exchange(),
+            agency.to_string(),
+        );
+        Ok(())
+    }
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, TransportError> {
         let q = self
             .hub()

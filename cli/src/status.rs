@@ -4,7 +4,8 @@
 //! Exit status: 0 when the broker is ready (RabbitMQ polled, store open), 1
 //! when it answers but is not ready, 2 when it cannot be reached.
 
-use crate::http::{client, StatusReport};
+use mev_broker::http::StatusReport;
+pub mod client;
 use anyhow::Context as _;
 use std::fmt::Write as _;
 use std::process::ExitCode;

@@ -7,11 +7,11 @@
 
 use clap::Parser;
 use mev_adapter::transport::embedded::Embedded;
-use mev_adapter::transport::Transport;
-use mev_broker::demo::DemoArgs;
+use mev_adapter::transport::{Topology, Transport};
 use mev_broker::journal::audit::{self, InclusionProof, Verified};
 use mev_broker::journal::entry::Entry;
 use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
+use mev_cli::demo::DemoArgs;
 use mev_proto::crypto::RingVerifier;
 use mev_proto::trust::TrustStore;
 use std::collections::BTreeMap;
@@ -39,7 +39,7 @@ fn demo_journal() -> tempfile::TempDir {
             "--register".as_ref(),
             register.as_os_str(),
         ]);
-        let code = mev_broker::demo::run(demo.args).expect("the demo runs");
+        let code = mev_cli::demo::run(demo.args).expect("the demo runs");
         assert_eq!(code, std::process::ExitCode::SUCCESS);
         dir
     });
@@ -244,10 +244,7 @@ fn a_proof_verifies_offline_and_fails_after_tampering() {
         );
     }
     // Signed by a broker of another CA: the signature holds, the chain does not.
-    let other = mev_broker::pki::DevPki::new()
-        .unwrap()
-        .trust_store()
-        .unwrap();
+    let other = mev_devpki::DevPki::new().unwrap().trust_store().unwrap();
     assert!(audit::check_proof(&proof, &RingVerifier::new(), Some(&other)).is_err());
 }
 
@@ -311,7 +308,7 @@ async fn replay_redelivers_exactly_the_chosen_range() {
     transport.declare_inbox("AUDIT").await.unwrap();
     let queue = transport.names().inbox_queue("AUDIT");
     let messages = audit::replay_range(&store, from, to).unwrap();
-    mev_broker::journal::cli::replay(&transport, &queue, messages)
+    mev_cli::audit::replay(&transport, &queue, messages)
         .await
         .unwrap();
     let depth = transport.queue_depth(&queue).await.unwrap().messages;

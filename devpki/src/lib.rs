@@ -23,10 +23,9 @@ pub use disk::{init, issue, revoke, IssuedFiles, PkiPaths};
 use mev_proto::crypto::IdentityError;
 use mev_proto::trust::TrustError;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// The key algorithm of an agency certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlg {
     /// Ed25519.
     Ed25519,
@@ -35,7 +34,7 @@ pub enum KeyAlg {
 }
 
 impl KeyAlg {
-    pub(crate) fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+    fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             KeyAlg::Ed25519 => &rcgen::PKCS_ED25519,
             KeyAlg::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -117,73 +116,4 @@ pub enum PkiError {
     /// A generated certificate or CRL was refused by the trust store.
     #[error("the trust store refused a generated certificate")]
     Trust(#[from] TrustError),
-}
-
-/// `mev pki` subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum PkiCommand {
-    /// Create a development CA (ca.crt, ca.key, an empty crl.pem).
-    Init {
-        /// The PKI directory.
-        #[arg(long, default_value = "pki")]
-        dir: PathBuf,
-        /// Replace an existing CA (every certificate it issued becomes untrusted).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Issue an agency certificate and key (agencies/AGENCY.crt and .key).
-    Issue {
-        /// The PKI directory.
-        #[arg(long, default_value = "pki")]
-        dir: PathBuf,
-        /// The agency id, as in the register (e.g. UZ-GNK).
-        #[arg(long)]
-        agency: String,
-        /// The key algorithm.
-        #[arg(long, value_enum, default_value_t = KeyAlg::Ed25519)]
-        alg: KeyAlg,
-        /// Days of validity.
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-    },
-    /// Revoke an agency's current certificate (adds it to crl.pem).
-    Revoke {
-        /// The PKI directory.
-        #[arg(long, default_value = "pki")]
-        dir: PathBuf,
-        /// The agency id.
-        #[arg(long)]
-        agency: String,
-    },
-}
-
-/// Runs a `mev pki` subcommand, printing what it wrote.
-pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        PkiCommand::Init { dir, force } => {
-            for path in init(&dir, force)? {
-                println!("wrote {}", path.display());
-            }
-        }
-        PkiCommand::Issue {
-            dir,
-            agency,
-            alg,
-            days,
-        } => {
-            let files = issue(&dir, &agency, alg, days)?;
-            println!("wrote {}", files.cert.display());
-            println!("wrote {}", files.key.display());
-            println!(
-                "issued {agency} ({alg:?}, {days} days), serial {}",
-                files.serial
-            );
-        }
-        PkiCommand::Revoke { dir, agency } => {
-            let (serial, count) = revoke(&dir, &agency)?;
-            println!("wrote {}", PkiPaths::new(&dir).crl().display());
-            println!("revoked {agency}, serial {serial}; the CRL lists {count} serial(s)");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
