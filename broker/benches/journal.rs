@@ -12,7 +12,7 @@
 //! entry and per commit. At low load every message is a transaction of its
 //! own in each store, so this fixed cost is what a quiet exchange pays.
 
-use mev_broker::journal::audit;
+use mev_broker::audit;
 use mev_broker::register::Register;
 use mev_broker::store::{Event, EventKind, Store};
 use mev_devpki::{DevPki, KeyAlg};
@@ -150,7 +150,7 @@ fn main() {
         let crossed = end / 100_000 != i / 100_000;
         i = end;
         if crossed || i == n {
-            mev_broker::journal::checkpoint::write(&store, &broker, now).expect("checkpoint");
+            mev_broker::audit::checkpoints::write(&store, &broker, now).expect("checkpoint");
             checkpoints += 1;
         }
     }

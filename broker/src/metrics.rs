@@ -3,7 +3,7 @@
 //! message counts, deadline outcomes, requests open per agency, the latest
 //! rejections, and histograms of routing and reply time.
 
-use crate::pipeline::decode::Refused;
+use mev_proto::Rejection;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -333,11 +333,13 @@ impl Counters {
             .or_default() += delta;
     }
 
-    /// Counts a refusal by its code and keeps it among the latest.
-    pub fn refused(&self, r: &Refused) {
-        let code = r.rejection.code.as_code();
+    /// Counts a refusal by its code and keeps it among the latest:
+    /// `rejection` of message `message_id` for `service`, from `sender` as
+    /// far as it is known.
+    pub fn refused(&self, sender: &str, message_id: &str, service: &str, rejection: &Rejection) {
+        let code = rejection.code.as_code();
         self.rejected(code);
-        let mut reason = r.rejection.reason.clone();
+        let mut reason = rejection.reason.clone();
         if reason.len() > 500 {
             let mut cut = 500;
             while !reason.is_char_boundary(cut) {
@@ -349,11 +351,11 @@ impl Counters {
         let entry = RecentRejection {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             code,
-            name: r.rejection.code.name().to_string(),
+            name: rejection.code.name().to_string(),
             reason,
-            sender: r.sender.clone().unwrap_or_default(),
-            message_id: r.message_id.clone(),
-            service: r.service.clone(),
+            sender: sender.to_string(),
+            message_id: message_id.to_string(),
+            service: service.to_string(),
         };
         let mut recent = self
             .recent_rejections
@@ -498,15 +500,12 @@ mod tests {
     fn the_latest_rejections_are_kept_newest_first() {
         let c = Counters::default();
         for i in 0..(RECENT_REJECTIONS + 7) {
-            c.refused(&Refused {
-                sender: Some("UZ-A".into()),
-                message_id: format!("m{i}"),
-                digest: None,
-                recipient: String::new(),
-                service: String::new(),
-                in_reply_to: String::new(),
-                rejection: Rejection::new(ErrorCode::BadSignature, "x".repeat(600)),
-            });
+            c.refused(
+                "UZ-A",
+                &format!("m{i}"),
+                "",
+                &Rejection::new(ErrorCode::BadSignature, "x".repeat(600)),
+            );
         }
         let recent = c.recent_rejections();
         assert_eq!(recent.len(), RECENT_REJECTIONS);

@@ -3,8 +3,9 @@
 //! ([`BrokerHandle::serve_http`]), and `mev broker --config FILE`.
 
 use crate::config::BrokerConfig;
+use crate::context::Context;
 use crate::metrics::Counters;
-use crate::pipeline::{self, Batching, Context};
+use crate::pipeline::{self, Batching};
 use crate::register::Register;
 use crate::store::Store;
 use anyhow::Context as _;
@@ -112,10 +113,8 @@ impl<T: Topology> Broker<T> {
         ));
         record_start(&self.ctx);
         let timers = tokio::spawn(crate::deadline::timers::run(self.ctx.clone(), rx.clone()));
-        let checkpoints = tokio::spawn(crate::journal::checkpoint::run(
-            self.ctx.clone(),
-            rx.clone(),
-        ));
+        let checkpoints =
+            tokio::spawn(crate::audit::checkpoints::run(self.ctx.clone(), rx.clone()));
         let ingress = self
             .transport
             .consume(&self.transport.names().ingress_queue(), self.prefetch)
@@ -139,7 +138,14 @@ impl<T: Topology> Broker<T> {
 /// Journals the start: the register the broker routes by (its file's
 /// SHA-256, agencies and services), so register changes are on the record.
 fn record_start(ctx: &Context) {
-    crate::journal::init_zones(ctx);
+    // The agencies' time zones, for the local times journal entries carry:
+    // set once, here, before the first entry.
+    ctx.store.set_zones(|| {
+        ctx.register
+            .agencies()
+            .map(|a| (a.id.clone(), a.jurisdiction.time_zone))
+            .collect()
+    });
     let path = ctx.register.path();
     let digest = std::fs::read(path)
         .map(|b| mev_proto::envelope::hex(&mev_proto::envelope::sha256(&b)))
@@ -299,7 +305,7 @@ impl BrokerHandle {
         // The last checkpoint covers everything recorded before the stop.
         let ctx = self.ctx.clone();
         let at = ctx.clock.now().timestamp_millis();
-        if let Err(e) = crate::journal::checkpoint::write(&ctx.store, &ctx.identity, at) {
+        if let Err(e) = crate::audit::checkpoints::write(&ctx.store, &ctx.identity, at) {
             tracing::error!(error = %e, "cannot write the final journal checkpoint");
         }
     }
@@ -375,7 +381,7 @@ pub fn context_from_config(config: &BrokerConfig) -> anyhow::Result<Arc<Context>
             config.broker.dedup_retention_days,
         ))),
         rate_limit: (config.limits.rate_per_agency > 0.0).then(|| {
-            Arc::new(crate::pipeline::ratelimit::RateLimiter::new(
+            Arc::new(crate::ratelimit::RateLimiter::new(
                 config.limits.rate_per_agency,
                 config.limits.rate_burst,
             ))

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::transport::{Outgoing, Route, Transport};
-use mev_broker::journal::audit::{self, InclusionProof};
+use mev_broker::audit::{self, InclusionProof};
 use mev_broker::journal::entry::Entry;
 use mev_broker::store::Store;
 use mev_proto::crypto::RingVerifier;
@@ -378,7 +378,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 (None, None) => anyhow::bail!("give --before TIME or --upto SEQ"),
             };
             let now = chrono::Utc::now().timestamp_millis();
-            let path = mev_broker::journal::segment::seal(&store, upto, &into, now)?;
+            let path = mev_broker::audit::segment::seal(&store, upto, &into, now)?;
             println!("sealed entries up to {upto} into {}", path.display());
             Ok(ExitCode::SUCCESS)
         }

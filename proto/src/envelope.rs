@@ -14,23 +14,8 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use ring::digest::{digest, SHA256};
 
-/// Size limits applied when opening a message (see the broker's config).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The largest encoded envelope accepted, in bytes.
-    pub max_message_bytes: usize,
-    /// The most items accepted in any repeated field.
-    pub max_repeated: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_bytes: 4 * 1024 * 1024,
-            max_repeated: 256,
-        }
-    }
-}
+pub use crate::hex::hex;
+pub use crate::limits::Limits;
 
 /// Why sealing failed.
 #[derive(Debug, thiserror::Error)]
@@ -183,14 +168,4 @@ impl Opened {
         let sender = self.header.sender.clone();
         self.verify_as(&sender, trust, verifier, at)
     }
-}
-
-/// Hex form of a digest, for logs and records.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }

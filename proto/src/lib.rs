@@ -17,11 +17,15 @@
 //! - [`confidential`]: optional payload encryption to the recipient agency's
 //!   X25519 agreement key (the exchange routes and checks but cannot read it).
 //! - [`time`]: conversions between wire timestamps and chrono.
+//! - [`limits`]: the size limits a message is opened with; [`hex`]: hex text
+//!   of digests (modules of their own so that no two modules use each other).
 
 pub mod confidential;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod hex;
+pub mod limits;
 pub mod time;
 pub mod trust;
 pub mod validate;

@@ -18,8 +18,8 @@
 //! Extended key usage: a certificate without one is fine; one with an EKU
 //! must allow clientAuth, emailProtection, documentSigning or any purpose.
 
-use crate::envelope::hex;
 use crate::error::ErrorCode;
+use crate::hex::hex;
 use chrono::{DateTime, Utc};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use std::collections::HashMap;

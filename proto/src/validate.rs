@@ -2,8 +2,8 @@
 //! (UZ annex 2 §14), the reply rules (Tatarstan §3.9–3.13, UZ annex 2 §18),
 //! and size limits on repeated fields. Every error names the exact field.
 
-use crate::envelope::Limits;
 use crate::error::{ErrorCode, Rejection};
+use crate::limits::Limits;
 use crate::pb::{reply_outcome::Outcome, Classification, Header, Kind, Signature};
 
 fn missing(field: &str, why: &str) -> Rejection {

@@ -15,7 +15,7 @@
 //! close of Wednesday, and one sent on a Friday evening by the close of the
 //! next working day, usually Monday.
 
-use super::calendar::{Calendar, CalendarError, Calendars};
+use crate::register::calendar::{Calendar, CalendarError, Calendars};
 use crate::register::{DeadlinePolicy, Register};
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use mev_proto::pb::Header;

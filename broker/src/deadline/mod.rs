@@ -37,12 +37,14 @@
 //!   request's deadline (events, notices, counters), inside the batch's transaction.
 //! - [`timers`]: the durable timer task.
 
-pub mod calendar;
 pub mod compute;
 pub mod timers;
 pub mod track;
 
-pub use calendar::{Calendar, CalendarError, Calendars, DayKind, WorkingHours, YearCoverage};
+/// The working-day calendars live with the register that loads them.
+pub use crate::register::calendar::{
+    self, Calendar, CalendarError, Calendars, DayKind, WorkingHours, YearCoverage,
+};
 pub use compute::{
     at_risk_at, compute, compute_detailed, dispatch_deadline, dispatch_deadline_detailed,
     for_request, format_local, is_late_dispatch, Deadline, DeadlineError, RequestDeadlines,

@@ -6,7 +6,7 @@
 //! was down fire at once on restart, recorded with how late they fired.
 
 use super::track;
-use crate::pipeline::Context;
+use crate::context::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -37,8 +37,12 @@ pub async fn fire_due(ctx: &Arc<Context>) -> usize {
             let mut sla = Vec::new();
             let n = c.store.write(|t| {
                 let due = t.take_due(now_ms, SLICE)?;
+                let mut notices = Vec::new();
                 for timer in &due {
-                    track::fire(&c, t, now_ms, timer, &mut sla)?;
+                    track::fire(&c.register, t, now_ms, timer, &mut sla, &mut notices)?;
+                }
+                for notice in &notices {
+                    crate::sign::send_notice(&c.identity, t, now_ms, notice)?;
                 }
                 Ok(due.len())
             })?;

@@ -14,18 +14,20 @@
 //!   timer fired (if the broker was down when it passed, it fires on restart).
 //! - replied: on time or late (a late reply is still delivered), and the
 //!   timers are disarmed.
+//!
+//! The tracker signs nothing itself: it returns the notices it wants sent
+//! (in `notices`), and its caller has them signed and put in the outbox in
+//! the same transaction ([`crate::sign::send_notice`]).
 
 use super::{at_risk_at, for_request, format_local, Calendar};
+use crate::journal::{Event, EventKind};
 use crate::metrics::{SlaEvent, SlaOutcome};
-use crate::pipeline::receipt::{seal_own, Own};
-use crate::pipeline::Context;
-use crate::store::{
-    Event, EventKind, OpenRequest, OutboxEntry, Purpose, StoreError, Timer, TimerKind, Txn,
-};
+use crate::register::Register;
+use crate::sign::Notice;
+use crate::store::{OpenRequest, StoreError, Timer, TimerKind, Txn};
 use chrono::{DateTime, TimeZone, Utc};
 use mev_proto::envelope::Opened;
-use mev_proto::pb::{self, Kind, NoticeKind};
-use prost::Message;
+use mev_proto::pb::NoticeKind;
 
 fn ms_to_utc(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
@@ -49,12 +51,15 @@ fn event(kind: EventKind, now_ms: i64, id: &str, req: &OpenRequest) -> Event {
 
 /// The open request for an accepted request, with its deadline fixed and
 /// its timers armed.
+/// `at_risk_fraction`: when the provider is warned (`None`: never).
 pub fn on_request(
-    ctx: &Context,
+    register: &Register,
+    at_risk_fraction: Option<f64>,
     t: &mut Txn<'_>,
     now_ms: i64,
     opened: &Opened,
     sla: &mut Vec<SlaEvent>,
+    notices: &mut Vec<Notice>,
 ) -> Result<OpenRequest, StoreError> {
     let h = &opened.header;
     let mut req = OpenRequest {
@@ -67,7 +72,7 @@ pub fn on_request(
         at_risk_ms: None,
         breached: false,
     };
-    let fixed = match for_request(&ctx.register, ctx.register.calendars(), h) {
+    let fixed = match for_request(register, register.calendars(), h) {
         Ok(d) => d,
         Err(e) => {
             // The request is routed all the same; the gap is loud and recorded.
@@ -83,7 +88,7 @@ pub fn on_request(
         let due = reply.at.timestamp_millis();
         req.deadline_ms = Some(due);
         t.arm(due, &h.message_id, TimerKind::Breach)?;
-        if let Some(fraction) = ctx.at_risk_fraction {
+        if let Some(fraction) = at_risk_fraction {
             let start = h
                 .sent_at
                 .as_ref()
@@ -107,18 +112,15 @@ pub fn on_request(
             let text = format!(
                 "request {} was sent after its dispatch deadline {} (UZ annex 2 §12: within one working day after the application was received)",
                 h.message_id,
-                local(ctx, &h.sender, d.at),
+                local(register, &h.sender, d.at),
             );
-            notice(
-                ctx,
-                t,
-                now_ms,
-                &h.sender,
-                NoticeKind::LateDispatch,
-                &h.message_id,
-                &text,
-                d.at,
-            )?;
+            notices.push(Notice {
+                to: h.sender.clone(),
+                kind: NoticeKind::LateDispatch,
+                request_id: h.message_id.clone(),
+                text,
+                deadline: d.at,
+            });
         }
         t.record(&ev)?;
         sla.push(SlaEvent {
@@ -184,11 +186,12 @@ pub fn on_reply(
 /// Acts on a timer that fell due (it was taken off the timer table in this
 /// transaction). A timer of a request already answered does nothing.
 pub fn fire(
-    ctx: &Context,
+    register: &Register,
     t: &mut Txn<'_>,
     now_ms: i64,
     timer: &Timer,
     sla: &mut Vec<SlaEvent>,
+    notices: &mut Vec<Notice>,
 ) -> Result<(), StoreError> {
     let Some(mut req) = t.open_request(&timer.request_id)? else {
         return Ok(());
@@ -201,19 +204,15 @@ pub fn fire(
             let text = format!(
                 "request {id} for service {} is still unanswered; its deadline is {}",
                 req.service,
-                local(ctx, &req.recipient, deadline)
+                local(register, &req.recipient, deadline)
             );
-            let to = req.recipient.clone();
-            notice(
-                ctx,
-                t,
-                now_ms,
-                &to,
-                NoticeKind::DeadlineAtRisk,
-                id,
-                &text,
+            notices.push(Notice {
+                to: req.recipient.clone(),
+                kind: NoticeKind::DeadlineAtRisk,
+                request_id: id.to_string(),
+                text,
                 deadline,
-            )?;
+            });
             let mut ev = event(EventKind::DeadlineAtRisk, now_ms, id, &req);
             ev.late_by_ms = Some(late_by);
             t.record(&ev)?;
@@ -232,19 +231,16 @@ pub fn fire(
                 req.sender,
                 req.recipient,
                 req.service,
-                local(ctx, &req.recipient, deadline)
+                local(register, &req.recipient, deadline)
             );
             for to in [req.sender.clone(), req.recipient.clone()] {
-                notice(
-                    ctx,
-                    t,
-                    now_ms,
-                    &to,
-                    NoticeKind::DeadlineBreached,
-                    id,
-                    &text,
+                notices.push(Notice {
+                    to,
+                    kind: NoticeKind::DeadlineBreached,
+                    request_id: id.to_string(),
+                    text: text.clone(),
                     deadline,
-                )?;
+                });
             }
             let mut ev = event(EventKind::DeadlineBreached, now_ms, id, &req);
             // How late the timer fired: more than a moment means the broker was down.
@@ -268,77 +264,12 @@ pub fn fire(
 }
 
 /// `at` in `agency`'s local time (KZ order §10), or UTC if its calendar is unknown.
-fn local(ctx: &Context, agency: &str, at: DateTime<Utc>) -> String {
-    let calendar: Option<Calendar> = ctx.register.agency(agency).and_then(|a| {
-        ctx.register
-            .calendars()
-            .for_jurisdiction(&a.jurisdiction)
-            .ok()
-    });
+fn local(register: &Register, agency: &str, at: DateTime<Utc>) -> String {
+    let calendar: Option<Calendar> = register
+        .agency(agency)
+        .and_then(|a| register.calendars().for_jurisdiction(&a.jurisdiction).ok());
     match calendar {
         Some(c) => format_local(at, &c),
         None => format!("{} (UTC)", at.format("%Y-%m-%d %H:%M:%S")),
     }
-}
-
-/// Signs a notice, keeps it, and puts it in the outbox to `to`.
-#[allow(clippy::too_many_arguments)]
-fn notice(
-    ctx: &Context,
-    t: &mut Txn<'_>,
-    now_ms: i64,
-    to: &str,
-    kind: NoticeKind,
-    request_id: &str,
-    text: &str,
-    deadline: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let payload = pb::Notice {
-        kind: kind as i32,
-        request_id: request_id.to_string(),
-        text: text.to_string(),
-        deadline: Some(mev_proto::time::to_wire(deadline)),
-    };
-    let message_id = uuid::Uuid::now_v7().to_string();
-    let bytes = match seal_own(
-        ctx,
-        Own {
-            message_id: &message_id,
-            kind: Kind::Notice,
-            recipient: to,
-            in_reply_to: request_id,
-            schema: "mev.v1.Notice",
-        },
-        payload.encode_to_vec(),
-        ms_to_utc(now_ms),
-    ) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(%to, error = %e, "cannot sign a notice");
-            return Ok(());
-        }
-    };
-    let entry = t.record_with(
-        &Event {
-            message_id: message_id.clone(),
-            sender: ctx.identity.agency.clone(),
-            recipient: to.to_string(),
-            in_reply_to: request_id.to_string(),
-            code: kind as u32,
-            reason: text.to_string(),
-            deadline_ms: Some(deadline.timestamp_millis()),
-            ..Event::new(now_ms, EventKind::NoticeSent)
-        },
-        &bytes,
-    )?;
-    t.enqueue(
-        &OutboxEntry {
-            to: to.to_string(),
-            message_id,
-            purpose: Purpose::Notice,
-            entry: Some(entry),
-        },
-        &bytes,
-    )?;
-    Ok(())
 }

@@ -15,8 +15,8 @@
 
 pub mod prometheus;
 
+use crate::context::Context;
 use crate::metrics::{HistogramSnapshot, RecentRejection, SlaCounts, SlaRow};
-use crate::pipeline::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

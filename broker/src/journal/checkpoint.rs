@@ -1,19 +1,16 @@
 //! Signed checkpoints: the journal's size and Merkle root at a moment,
 //! signed by the broker's key (RFC 9162 §4.10's signed tree head, as text).
-//! Written every few seconds while entries arrive and when the broker stops;
+//! Written every few seconds while entries arrive and when the broker stops
+//! ([`crate::audit::checkpoints`]);
 //! an auditor keeps copies elsewhere, so that a truncated or rewritten log
 //! contradicts a checkpoint it cannot forge.
 
 use super::merkle::{to_hex, Hash};
-use crate::pipeline::Context;
-use crate::store::{Store, StoreError};
 use mev_proto::crypto::{Identity, SignatureVerifier};
 use mev_proto::pb::SignatureAlgorithm;
 use mev_proto::trust::TrustStore;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How often a checkpoint is written while the journal grows.
 pub const EVERY: Duration = Duration::from_secs(10);
@@ -131,45 +128,4 @@ pub(crate) fn from_hex_bytes(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// Signs and keeps a checkpoint of the journal now, unless the newest one
-/// already covers it. Returns the new checkpoint, if one was written.
-pub fn write(
-    store: &Store,
-    identity: &Identity,
-    at_ms: i64,
-) -> Result<Option<Checkpoint>, StoreError> {
-    let (size, root) = store.journal_head()?;
-    let newest = store.checkpoints()?.last().map(|(s, _)| *s);
-    if size == 0 || newest == Some(size) {
-        return Ok(None);
-    }
-    let cp = Checkpoint::sign(identity, size, &root, at_ms).map_err(StoreError::Journal)?;
-    store.put_checkpoint(size, &serde_json::to_vec(&cp)?)?;
-    Ok(Some(cp))
-}
-
-/// Writes a checkpoint every [`EVERY`] while the journal grows, until
-/// `shutdown` flips (the broker writes the last one once everything stopped).
-pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            _ = shutdown.changed() => return,
-        }
-        let c = ctx.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            write(&c.store, &c.identity, c.clock.now().timestamp_millis())
-        })
-        .await;
-        match done {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot write a journal checkpoint"),
-            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-    }
 }

@@ -3,8 +3,8 @@
 //! (empty when the event has none). The Merkle leaf is the hash of these
 //! bytes as stored, so nothing is ever re-encoded before hashing.
 
+use super::event::Event;
 use super::merkle::{self, Hash};
-use crate::store::Event;
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 5] = b"MEVJ1";

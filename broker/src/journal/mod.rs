@@ -21,30 +21,20 @@
 //! ## Layout
 //! - [`merkle`]: hashing, the tree's right edge, inclusion and consistency proofs.
 //! - [`entry`]: an entry's stored form.
-//! - [`checkpoint`]: signed tree heads, and the task that writes them.
-//! - [`audit`]: verify, trace, prove, check a proof, replay.
-//! - [`segment`]: sealing old entries into files that chain to each other,
-//!   so the live store stays small while the history stays verifiable.
-//! - [`cli`]: `mev audit …`.
+//! - [`event`]: what is recorded: an [`Event`] of an [`EventKind`].
+//! - [`entry`]: an entry's stored form.
+//! - [`checkpoint`]: signed tree heads.
 //!
-//! The tables live in the broker's store (`crate::store`), which appends
-//! entries in its transactions.
+//! This module is the format only and reads no store. The tables live in
+//! the broker's store ([`crate::store`]), which appends entries in its
+//! transactions; what is done with them — the checkpoint task, sealing into
+//! segment files, verify, trace, prove, replay — is [`crate::audit`]; the
+//! command is `mev audit` (the `mev-cli` crate).
 
-pub mod audit;
 pub mod checkpoint;
 pub mod entry;
+pub mod event;
 pub mod merkle;
-pub mod segment;
 
 pub use checkpoint::Checkpoint;
-
-/// Gives the store the agencies' time zones for the local times entries
-/// carry (once; later calls cost a check).
-pub fn init_zones(ctx: &crate::pipeline::Context) {
-    ctx.store.set_zones(|| {
-        ctx.register
-            .agencies()
-            .map(|a| (a.id.clone(), a.jurisdiction.time_zone))
-            .collect()
-    });
-}
+pub use event::{Event, EventKind};

@@ -22,71 +22,14 @@ pub mod record;
 pub mod validate;
 pub mod verify;
 
-use crate::metrics::Counters;
-use crate::register::Register;
-use crate::store::Store;
-use mev_proto::crypto::{Identity, SignatureVerifier};
-use mev_proto::envelope::{Limits, Opened};
-use mev_proto::trust::TrustStore;
+pub use crate::context::Context;
+use mev_proto::envelope::Opened;
 use mev_transport::{Consumer, Delivery};
 use record::Verdict;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// What every stage may read.
-pub struct Context {
-    pub register: Arc<Register>,
-    pub trust: Arc<TrustStore>,
-    pub verifier: Arc<dyn SignatureVerifier>,
-    /// The broker's own signing identity (receipts, notices).
-    pub identity: Identity,
-    pub store: Arc<Store>,
-    pub limits: Limits,
-    /// How far `sent_at` may be from the clock; `None` = unchecked.
-    pub max_clock_skew: Option<chrono::TimeDelta>,
-    /// How old `sent_at` may be; older copies are refused as replays (the
-    /// dedup index forgets ids after this long). `None` = unchecked.
-    pub max_message_age: Option<chrono::TimeDelta>,
-    /// Per-agency message rate; `None` = unlimited.
-    pub rate_limit: Option<Arc<ratelimit::RateLimiter>>,
-    pub counters: Arc<Counters>,
-    /// Where the time comes from (the system's; a manual clock in tests).
-    pub clock: crate::clock::Clock,
-    /// The fraction of the allowed time after which an unanswered request
-    /// is at risk and its provider warned; `None` = no warnings.
-    pub at_risk_fraction: Option<f64>,
-}
-
-impl Context {
-    /// A context with the defaults `mev broker` starts from: the ring
-    /// verifier, default limits, no clock-skew, age or rate limits, fresh
-    /// counters, the system clock, at-risk warnings at 0.8 of the allowed
-    /// time. Override fields with struct update syntax:
-    /// `Context { clock, ..Context::new(register, trust, identity, store) }`.
-    pub fn new(
-        register: Arc<Register>,
-        trust: Arc<TrustStore>,
-        identity: Identity,
-        store: Arc<Store>,
-    ) -> Context {
-        Context {
-            register,
-            trust,
-            verifier: Arc::new(mev_proto::crypto::RingVerifier::new()),
-            identity,
-            store,
-            limits: Limits::default(),
-            max_clock_skew: None,
-            max_message_age: None,
-            rate_limit: None,
-            counters: Arc::new(Counters::default()),
-            clock: crate::clock::Clock::system(),
-            at_risk_fraction: Some(0.8),
-        }
-    }
-}
 
 /// A batch closes once its bodies add up to this many bytes, whatever
 /// `batch_size` says, so that a stream of large messages cannot make one
@@ -256,7 +199,6 @@ async fn ack_each(batch: &[Delivery]) -> Result<(), (usize, mev_transport::Trans
 async fn record_batch(ctx: &Arc<Context>, batch: &mut [Delivery]) -> bool {
     let started = std::time::Instant::now();
     let now = ctx.clock.now();
-    crate::journal::init_zones(ctx);
     let now_ms = now.timestamp_millis();
     ctx.counters.batches.fetch_add(1, Ordering::Relaxed);
 
@@ -359,12 +301,19 @@ fn count(ctx: &Context, v: &Verdict) {
         Verdict::Duplicate { .. } => {
             ctx.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         }
-        Verdict::Reject(r) => ctx.counters.refused(r),
+        Verdict::Reject(r) => refused(ctx, r),
         Verdict::Garbage(r) => {
             ctx.counters.garbage.fetch_add(1, Ordering::Relaxed);
-            ctx.counters.refused(r);
+            refused(ctx, r);
         }
     }
+}
+
+/// Counts a refusal and keeps it among the latest shown to operators.
+fn refused(ctx: &Context, r: &decode::Refused) {
+    let sender = r.sender.as_deref().unwrap_or_default();
+    ctx.counters
+        .refused(sender, &r.message_id, &r.service, &r.rejection);
 }
 
 fn kind_name(opened: &Opened) -> &'static str {
@@ -379,6 +328,8 @@ fn kind_name(opened: &Opened) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::register::Register;
+    use crate::store::Store;
     use mev_transport::{AckHandle, BoxFuture, TransportError};
     use std::sync::Mutex;
     use tokio::sync::oneshot;

@@ -13,46 +13,10 @@
 
 use super::decode::Refused;
 use super::Context;
+pub use crate::ratelimit::RateLimiter;
 use mev_proto::envelope::Opened;
 use mev_proto::{ErrorCode, Rejection};
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
-
-/// Token buckets by agency.
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    /// `per_second` messages a second per agency, bursts of up to `burst`.
-    pub fn new(per_second: f64, burst: u32) -> Self {
-        RateLimiter {
-            per_second,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether `agency` may send one more message at `now`.
-    pub fn admit(&self, agency: &str, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = buckets
-            .entry(agency.to_string())
-            .or_insert((self.burst, now));
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.per_second).min(self.burst);
-        *last = now.max(*last);
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Refuses a message whose (verified) sender is over its rate.
 pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
@@ -72,31 +36,8 @@ pub fn run(ctx: &Context, opened: &Opened) -> Result<(), Box<Refused>> {
             ErrorCode::RateLimited,
             format!(
                 "{sender} is sending more than {} messages a second (bursts of {}); send it again later",
-                limiter.per_second, limiter.burst
+                limiter.per_second(), limiter.burst()
             ),
         ),
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn a_burst_then_the_rate_per_agency_and_others_unaffected() {
-        let l = RateLimiter::new(10.0, 5);
-        let t0 = Instant::now();
-        let admitted = (0..20).filter(|_| l.admit("A", t0)).count();
-        assert_eq!(admitted, 5, "the burst");
-        assert!(l.admit("B", t0), "another agency has its own bucket");
-        assert!(!l.admit("A", t0 + Duration::from_millis(50)));
-        assert!(
-            l.admit("A", t0 + Duration::from_millis(120)),
-            "one token after 100 ms"
-        );
-        // A long pause refills up to the burst, no more.
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!((0..20).filter(|_| l.admit("A", later)).count(), 5);
-    }
 }

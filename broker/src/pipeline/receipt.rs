@@ -5,9 +5,10 @@
 
 use super::record::Verdict;
 use super::Context;
+use crate::sign::{seal_own, Own};
 use crate::store::{Event, EventKind, OutboxEntry, Purpose, StoreError, Txn};
-use mev_proto::pb::{self, Classification, Header, Kind};
-use mev_proto::{envelope, ErrorCode};
+use mev_proto::pb::{self, Kind};
+use mev_proto::ErrorCode;
 use prost::Message;
 use std::collections::BTreeMap;
 
@@ -104,7 +105,7 @@ fn seal_receipt(
         entries,
     };
     seal_own(
-        ctx,
+        &ctx.identity,
         Own {
             message_id,
             kind: Kind::Receipt,
@@ -115,40 +116,4 @@ fn seal_receipt(
         receipt.encode_to_vec(),
         now,
     )
-}
-
-/// The header fields of a message the exchange itself sends.
-pub struct Own<'a> {
-    pub message_id: &'a str,
-    pub kind: Kind,
-    pub recipient: &'a str,
-    pub in_reply_to: &'a str,
-    pub schema: &'a str,
-}
-
-/// Signs a message from the exchange (a receipt, a notice) with its identity.
-pub fn seal_own(
-    ctx: &Context,
-    own: Own<'_>,
-    payload: Vec<u8>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<u8>, mev_proto::SealError> {
-    let header = Header {
-        message_id: own.message_id.to_string(),
-        kind: own.kind as i32,
-        sender: ctx.identity.agency.clone(),
-        recipient: own.recipient.to_string(),
-        in_reply_to: own.in_reply_to.to_string(),
-        sent_at: Some(mev_proto::time::to_wire(now)),
-        payload_schema: own.schema.into(),
-        classification: Classification::Unclassified as i32,
-        ..Default::default()
-    };
-    let env = envelope::seal(
-        header,
-        payload,
-        ctx.identity.signer.as_ref(),
-        &ctx.identity.certificate_chain,
-    )?;
-    Ok(env.encode_to_vec())
 }

@@ -93,7 +93,19 @@ pub fn apply(
     // copy in the store); the outbox publishes it from there.
     let (to, entry) = match opened.kind() {
         Kind::Request => {
-            let open = crate::deadline::track::on_request(ctx, t, now_ms, &opened, sla)?;
+            let mut notices = Vec::new();
+            let open = crate::deadline::track::on_request(
+                &ctx.register,
+                ctx.at_risk_fraction,
+                t,
+                now_ms,
+                &opened,
+                sla,
+                &mut notices,
+            )?;
+            for notice in &notices {
+                crate::sign::send_notice(&ctx.identity, t, now_ms, notice)?;
+            }
             t.insert_open_request(&id, &open)?;
             let mut received = event(EventKind::Received, now_ms, &opened);
             received.deadline_ms = open.deadline_ms;

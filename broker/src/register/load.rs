@@ -2,13 +2,13 @@
 //! schemas, listing the calendars, then checking every entry (see
 //! `validate`), collecting all problems before giving up.
 
+use super::calendar::Calendars;
 use super::error::{Problem, RegisterError};
 use super::model::Service;
 use super::raw::RawRegister;
 use super::schema::Schemas;
 use super::validate::{agencies, blank, entry_name, policies, service, Known};
 use super::Register;
-use crate::deadline::Calendars;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 

@@ -21,6 +21,7 @@
 //! - `schema`, `sample`: payload schemas (strict decoding, sample payloads).
 //! - [`cli`]: `mev register check`.
 
+pub mod calendar;
 mod error;
 mod load;
 pub mod model;
@@ -55,7 +56,7 @@ pub struct Register {
     policies: BTreeMap<String, DeadlinePolicy>,
     schemas: schema::Schemas,
     /// The working-day calendars of `calendars/` (empty if there is none).
-    calendars: crate::deadline::Calendars,
+    calendars: calendar::Calendars,
 }
 
 impl Register {
@@ -67,7 +68,7 @@ impl Register {
     }
 
     /// The working-day calendars agencies' jurisdictions name.
-    pub fn calendars(&self) -> &crate::deadline::Calendars {
+    pub fn calendars(&self) -> &calendar::Calendars {
         &self.calendars
     }
 

@@ -29,7 +29,7 @@ impl Store {
     }
 
     /// Removes the bodies of entries `sealed_upto..upto` from the live store
-    /// once a segment file holds them (see [`crate::journal::segment`]).
+    /// once a segment file holds them (see [`crate::audit::segment`]).
     pub fn journal_seal(&self, upto: u64) -> Result<(), StoreError> {
         let from = self.journal_sealed_upto()?;
         let tx = self.db.begin(true)?;

@@ -224,7 +224,7 @@ impl Store {
     }
 
     /// The oldest journal entry an outbox entry still publishes from: the
-    /// journal cannot be sealed past it (see [`crate::journal::segment`]).
+    /// journal cannot be sealed past it (see [`crate::audit::segment`]).
     pub fn outbox_oldest_entry(&self) -> Result<Option<u64>, StoreError> {
         let tx = self.db.begin_read()?;
         let outbox = tx.open_table(OUTBOX)?;

@@ -2,3 +2,4 @@
 
 mod deadline_timers;
 mod deadlines;
+mod layers;

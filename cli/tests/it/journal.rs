@@ -8,7 +8,7 @@
 use clap::Parser;
 use mev_adapter::transport::embedded::Embedded;
 use mev_adapter::transport::{Topology, Transport};
-use mev_broker::journal::audit::{self, InclusionProof, Verified};
+use mev_broker::audit::{self, InclusionProof, Verified};
 use mev_broker::journal::entry::Entry;
 use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_cli::demo::DemoArgs;
@@ -416,8 +416,8 @@ fn sealed_segments_chain_keep_the_history_verifiable_and_betray_tampering() {
     let n = entry_count(dir.path());
     let store = Store::open(dir.path()).unwrap();
     let request = first_request(&store);
-    let first = mev_broker::journal::segment::seal(&store, n / 3, &segs, 1).unwrap();
-    let second = mev_broker::journal::segment::seal(&store, 2 * n / 3, &segs, 2).unwrap();
+    let first = mev_broker::audit::segment::seal(&store, n / 3, &segs, 1).unwrap();
+    let second = mev_broker::audit::segment::seal(&store, 2 * n / 3, &segs, 2).unwrap();
     assert_eq!(
         store.journal_entry(0).unwrap(),
         None,
@@ -503,7 +503,7 @@ fn the_journal_is_not_sealed_past_an_envelope_the_outbox_still_publishes() {
         .unwrap();
     let (size, _) = store.journal_head().unwrap();
     assert!(size > pending);
-    let err = mev_broker::journal::segment::seal(&store, pending + 1, &segs, 1).unwrap_err();
+    let err = mev_broker::audit::segment::seal(&store, pending + 1, &segs, 1).unwrap_err();
     assert!(
         err.to_string().contains(&format!(
             "entry {pending} holds an envelope still waiting in the outbox"
@@ -511,7 +511,7 @@ fn the_journal_is_not_sealed_past_an_envelope_the_outbox_still_publishes() {
         "{err}"
     );
     assert!(store.journal_entry(0).unwrap().is_some(), "nothing sealed");
-    mev_broker::journal::segment::seal(&store, pending, &segs, 1).unwrap();
+    mev_broker::audit::segment::seal(&store, pending, &segs, 1).unwrap();
     let read = store.outbox_next(0, 10, 10, |_| false).unwrap();
     assert_eq!(
         read.items[0].2.as_deref(),

@@ -41,13 +41,13 @@
 //! guess. A year with `complete = false` holds only what is certain (e.g. the
 //! fixed-date statutory holidays); its days are used, and callers can tell it
 //! apart with [`Calendar::is_complete`] (deadlines counted over it are marked
-//! provisional, see [`Deadline`](super::Deadline)).
+//! provisional, see [`Deadline`](crate::deadline::Deadline)).
 //!
 //! Holidays are national, but local time is not (Russia spans eleven zones):
 //! the file's `time_zone` is a default, and [`Calendars::for_jurisdiction`]
 //! gives the calendar in the zone of the agency's jurisdiction.
 
-use crate::register::Jurisdiction;
+use super::Jurisdiction;
 use chrono::{
     DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc,
     Weekday,

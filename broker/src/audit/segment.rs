@@ -8,7 +8,7 @@
 //! File `segment-<first>-<end>.mevj`: `MEVSEG1\n`, the header as one JSON
 //! line, then each entry as a 4-byte big-endian length and its stored bytes.
 
-use super::merkle::{self, Frontier};
+use crate::journal::merkle::{self, Frontier};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;

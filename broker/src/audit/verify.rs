@@ -2,9 +2,9 @@
 //! message's history, export entries, prove one entry's inclusion under a
 //! signed checkpoint (and check such a proof offline), and replay a range.
 
-use super::checkpoint::{from_hex_bytes, to_hex_bytes, Checkpoint};
-use super::entry::{leaf_of, Entry};
-use super::merkle::{self, Frontier, Hash};
+use crate::journal::checkpoint::{from_hex_bytes, to_hex_bytes, Checkpoint};
+use crate::journal::entry::{leaf_of, Entry};
+use crate::journal::merkle::{self, Frontier, Hash};
 use crate::store::{EventKind, Store, StoreError};
 use mev_proto::crypto::SignatureVerifier;
 use mev_proto::envelope::{self, Limits};
@@ -98,7 +98,7 @@ fn check_envelope_cached(
     let spki = match cache.0.get(&key) {
         Some(s) => s,
         None => {
-            let s = super::checkpoint::spki_of(cert)?;
+            let s = crate::journal::checkpoint::spki_of(cert)?;
             cache.0.entry(key).or_insert(s)
         }
     };
