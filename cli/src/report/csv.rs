@@ -3,7 +3,6 @@
 //! milliseconds, empty where there were no replies.
 
 use super::sla::{Row, SlaReport, REPLY_KINDS};
-use std::fmt::Write as _;
 
 /// The columns after the first (which is `agency` or `service`).
 pub const COLUMNS: [&str; 14] = [
@@ -25,21 +24,21 @@ pub const COLUMNS: [&str; 14] = [
 
 /// The report as CSV text.
 pub fn render(report: &SlaReport) -> String {
-    let mut out = String::new();
-    out.push_str(report.by.name());
-    for c in COLUMNS {
-        out.push(',');
-        out.push_str(c);
-    }
-    out.push_str("\r\n");
+    let mut out = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let header = std::iter::once(report.by.name()).chain(COLUMNS);
+    // Writing to memory cannot fail; a row of the wrong length would be a bug.
+    out.write_record(header).expect("the CSV header");
     for row in report.rows.iter().chain(std::iter::once(&report.total)) {
-        line(&mut out, row);
+        out.write_record(fields(row)).expect("a CSV row");
     }
-    out
+    let bytes = out.into_inner().expect("an in-memory CSV writer flushes");
+    String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
 }
 
-fn line(out: &mut String, r: &Row) {
-    out.push_str(&field(&r.key));
+/// A row's fields, in the order of the header.
+fn fields(r: &Row) -> Vec<String> {
     let mut counts = vec![r.requests, r.replies.total];
     counts.extend(REPLY_KINDS.iter().map(|k| r.replies.of(k)));
     counts.extend([
@@ -50,35 +49,36 @@ fn line(out: &mut String, r: &Row) {
         r.late_dispatch,
         r.rejected,
     ]);
-    for n in counts {
-        let _ = write!(out, ",{n}");
-    }
-    for t in [r.reply_time_ms.median, r.reply_time_ms.p95] {
-        out.push(',');
-        if let Some(t) = t {
-            let _ = write!(out, "{t}");
-        }
-    }
-    out.push_str("\r\n");
-}
-
-/// A field, quoted when it must be.
-fn field(s: &str) -> String {
-    if s.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    let times = [r.reply_time_ms.median, r.reply_time_ms.p95]
+        .map(|t| t.map_or(String::new(), |t| t.to_string()));
+    std::iter::once(r.key.clone())
+        .chain(counts.iter().map(u64::to_string))
+        .chain(times)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
 
     #[test]
-    fn fields_are_quoted_when_needed() {
-        assert_eq!(field("UZ-MVD"), "UZ-MVD");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    fn keys_are_quoted_when_needed_and_lines_end_in_crlf() {
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
+        let period = super::super::period::Period::days(day, day, chrono_tz::UTC).unwrap();
+        let mut report =
+            super::super::sla::build(&[], &period, super::super::sla::By::Agency, Utc::now());
+        for key in ["UZ-MVD", "a,b", "say \"hi\""] {
+            let mut row = report.total.clone();
+            row.key = key.to_string();
+            report.rows.push(row);
+        }
+        let text = render(&report);
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert!(lines[1].starts_with("UZ-MVD,"), "{text}");
+        assert!(lines[2].starts_with("\"a,b\","), "{text}");
+        assert!(lines[3].starts_with("\"say \"\"hi\"\"\","), "{text}");
+        assert_eq!(lines.last(), Some(&""), "the last line ends in CRLF too");
+        assert_eq!(lines[0].split(',').count(), COLUMNS.len() + 1);
     }
 }

@@ -1,4 +1,5 @@
-//! The report as one self-contained HTML page: inline CSS, charts as inline
+//! The report as one self-contained HTML page (maud templates, which escape
+//! every value): inline CSS, charts as inline
 //! SVG (the `svg` module), no script and nothing loaded from elsewhere, and a
 //! print stylesheet (A4, tables and charts kept whole on a page) so it
 //! prints cleanly on paper.
@@ -11,7 +12,7 @@
 use super::csv::COLUMNS;
 use super::sla::{human_ms, Row, SlaReport, REPLY_KINDS};
 use super::svg;
-use std::fmt::Write as _;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 const CSS: &str = r#"
 :root { color-scheme: light; }
@@ -58,19 +59,11 @@ footer { margin-top: 24px; font-size: 11px; color: #666; }
 }
 "#;
 
-/// Escapes text for HTML and SVG.
+/// Escapes text for HTML and SVG (maud's escaping, for the hand-written SVG).
 pub fn escape(s: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
+    let _ = maud::Escaper::new(&mut out).write_str(s);
     out
 }
 
@@ -78,67 +71,63 @@ pub fn escape(s: &str) -> String {
 pub fn render(r: &SlaReport) -> String {
     let p = &r.period;
     let by = r.by.name();
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Exchange quality report {}</title>\n<style>{CSS}</style>\n</head>\n<body>",
-        escape(&p.label)
-    );
-    let _ = writeln!(
-        s,
-        "<header>\n<h1>Quality of the interagency exchange: service levels by {by}</h1>\n\
-         <p class=\"sub\">Period <strong id=\"period\">{}</strong>: {} to {} inclusive, days counted in {}.</p>\n\
-         <dl class=\"meta\">\
-         <dt>From (UTC)</dt><dd id=\"from-utc\">{}</dd>\
-         <dt>To (UTC, exclusive)</dt><dd id=\"to-utc\">{}</dd>\
-         <dt>Rows</dt><dd>one per {by}, and the total</dd>\
-         <dt>Events counted</dt><dd id=\"events-counted\">{}</dd>\
-         <dt>Generated</dt><dd>{} by <code>mev report sla</code></dd></dl>",
-        escape(&p.label),
-        p.first_day,
-        p.last_day,
-        escape(&p.time_zone),
-        p.from_utc,
-        p.to_utc,
-        r.events_counted,
-        r.generated_at
-    );
-    s.push_str("<section class=\"basis\"><h2>Legal basis</h2><ul>");
-    for b in &r.legal_basis {
-        let _ = write!(s, "<li>{}</li>", escape(b));
-    }
-    s.push_str("</ul></section>\n</header>\n");
-    summary(&mut s, &r.total);
-    table(&mut s, r);
-    let _ = writeln!(
-        s,
-        "<section class=\"chart\"><h2>Deadline compliance by {by}</h2><figure>{}\
-         <figcaption>Replies on time, replies late, and deadlines breached (passed without a reply), per {by}.</figcaption>\
-         </figure></section>",
-        svg::compliance(&r.rows)
-    );
-    let _ = writeln!(
-        s,
-        "<section class=\"chart\"><h2>Reply times</h2><figure>{}\
-         <figcaption>All replies received in the period, by time from the request's acceptance to the reply's. \
-         Dashed lines: the 2-second real-time and 48-hour limits of RU 963 §10.</figcaption>\
-         </figure></section>",
-        svg::reply_times(&r.reply_time_histogram)
-    );
-    rejections(&mut s, r);
-    notes(&mut s, r);
-    let _ = writeln!(
-        s,
-        "<footer>mev report sla · {} · by {by} · generated {}</footer>\n</body>\n</html>",
-        escape(&p.label),
-        r.generated_at
-    );
-    s
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Exchange quality report " (p.label) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    h1 { "Quality of the interagency exchange: service levels by " (by) }
+                    p.sub {
+                        "Period " strong #period { (p.label) } ": " (p.first_day) " to " (p.last_day)
+                        " inclusive, days counted in " (p.time_zone) "."
+                    }
+                    dl.meta {
+                        dt { "From (UTC)" } dd #from-utc { (p.from_utc) }
+                        dt { "To (UTC, exclusive)" } dd #to-utc { (p.to_utc) }
+                        dt { "Rows" } dd { "one per " (by) ", and the total" }
+                        dt { "Events counted" } dd #events-counted { (r.events_counted) }
+                        dt { "Generated" } dd { (r.generated_at) " by " code { "mev report sla" } }
+                    }
+                    section.basis {
+                        h2 { "Legal basis" }
+                        ul { @for b in &r.legal_basis { li { (b) } } }
+                    }
+                }
+                (summary(&r.total))
+                (table(r))
+                section.chart {
+                    h2 { "Deadline compliance by " (by) }
+                    figure {
+                        (PreEscaped(svg::compliance(&r.rows)))
+                        figcaption { "Replies on time, replies late, and deadlines breached (passed without a reply), per " (by) "." }
+                    }
+                }
+                section.chart {
+                    h2 { "Reply times" }
+                    figure {
+                        (PreEscaped(svg::reply_times(&r.reply_time_histogram)))
+                        figcaption {
+                            "All replies received in the period, by time from the request's acceptance to the reply's. "
+                            "Dashed lines: the 2-second real-time and 48-hour limits of RU 963 §10."
+                        }
+                    }
+                }
+                (rejections(r))
+                (notes(r))
+                footer { "mev report sla · " (p.label) " · by " (by) " · generated " (r.generated_at) }
+            }
+        }
+    };
+    page.into_string()
 }
 
-fn summary(s: &mut String, t: &Row) {
+fn summary(t: &Row) -> Markup {
     let with_deadline = t.on_time + t.late;
     let share = if with_deadline == 0 {
         "—".to_string()
@@ -146,8 +135,7 @@ fn summary(s: &mut String, t: &Row) {
         format!("{:.1}%", 100.0 * t.on_time as f64 / with_deadline as f64)
     };
     let time = |v: Option<i64>| v.map_or("—".to_string(), human_ms);
-    s.push_str("<section id=\"summary\"><h2>Summary</h2><div class=\"cards\">");
-    for (id, n, label) in [
+    let cards = [
         ("requests", t.requests.to_string(), "requests"),
         ("replies", t.replies.total.to_string(), "replies"),
         ("on-time-share", share, "of replies with a deadline on time"),
@@ -156,49 +144,56 @@ fn summary(s: &mut String, t: &Row) {
         ("at-risk", t.at_risk.to_string(), "at risk"),
         ("median", time(t.reply_time_ms.median), "median reply time"),
         ("p95", time(t.reply_time_ms.p95), "95th percentile"),
-    ] {
-        let _ = write!(
-            s,
-            "<div class=\"card\"><span class=\"n\" id=\"card-{id}\">{n}</span><span class=\"l\">{label}</span></div>"
-        );
+    ];
+    html! {
+        section #summary {
+            h2 { "Summary" }
+            div.cards {
+                @for (id, n, label) in &cards {
+                    div.card { span.n id=(format!("card-{id}")) { (n) } span.l { (label) } }
+                }
+            }
+        }
     }
-    s.push_str("</div></section>\n");
 }
 
-fn table(s: &mut String, r: &SlaReport) {
+fn table(r: &SlaReport) -> Markup {
     let by = r.by.name();
-    let _ = write!(
-        s,
-        "<section><h2>By {by}</h2><table id=\"sla-table\">\n<thead><tr>\
-         <th rowspan=\"2\">{by}</th><th rowspan=\"2\">requests</th><th colspan=\"5\">replies</th>\
-         <th rowspan=\"2\">on time</th><th rowspan=\"2\">late</th><th rowspan=\"2\">breached</th>\
-         <th rowspan=\"2\">at risk</th><th rowspan=\"2\">late dispatch</th><th rowspan=\"2\">rejected</th>\
-         <th colspan=\"2\">reply time</th></tr>\n<tr><th>all</th>"
-    );
-    for k in REPLY_KINDS {
-        let _ = write!(s, "<th>{}</th>", k.replace('_', " "));
+    html! {
+        section {
+            h2 { "By " (by) }
+            table #sla-table {
+                thead {
+                    tr {
+                        th rowspan="2" { (by) } th rowspan="2" { "requests" } th colspan="5" { "replies" }
+                        th rowspan="2" { "on time" } th rowspan="2" { "late" } th rowspan="2" { "breached" }
+                        th rowspan="2" { "at risk" } th rowspan="2" { "late dispatch" } th rowspan="2" { "rejected" }
+                        th colspan="2" { "reply time" }
+                    }
+                    tr {
+                        th { "all" }
+                        @for k in REPLY_KINDS { th { (k.replace('_', " ")) } }
+                        th { "median" } th { "95th pct." }
+                    }
+                }
+                tbody {
+                    @if r.rows.is_empty() {
+                        tr { td colspan=(COLUMNS.len() + 1) { "Nothing was recorded in this period." } }
+                    }
+                    @for row in &r.rows {
+                        tr data-key=(row.key) { (cells(row, None)) }
+                    }
+                }
+                tfoot {
+                    tr #total data-key="(total)" { (cells(&r.total, Some("total"))) }
+                }
+            }
+        }
     }
-    s.push_str("<th>median</th><th>95th pct.</th></tr></thead>\n<tbody>\n");
-    if r.rows.is_empty() {
-        let _ = writeln!(
-            s,
-            "<tr><td colspan=\"{}\">Nothing was recorded in this period.</td></tr>",
-            COLUMNS.len() + 1
-        );
-    }
-    for row in &r.rows {
-        let _ = write!(s, "<tr data-key=\"{}\">", escape(&row.key));
-        cells(s, row, None);
-        s.push_str("</tr>\n");
-    }
-    s.push_str("</tbody>\n<tfoot><tr id=\"total\" data-key=\"(total)\">");
-    cells(s, &r.total, Some("total"));
-    s.push_str("</tr></tfoot>\n</table></section>\n");
 }
 
-fn cells(s: &mut String, row: &Row, id_prefix: Option<&str>) {
-    let id = |col: &str| id_prefix.map_or(String::new(), |p| format!(" id=\"{p}-{col}\""));
-    let _ = write!(s, "<td class=\"key\">{}</td>", escape(&row.key));
+fn cells(row: &Row, id_prefix: Option<&str>) -> Markup {
+    let id = |col: &str| id_prefix.map(|p| format!("{p}-{col}"));
     let mut counts = vec![row.requests, row.replies.total];
     counts.extend(REPLY_KINDS.iter().map(|k| row.replies.of(k)));
     counts.extend([
@@ -209,69 +204,74 @@ fn cells(s: &mut String, row: &Row, id_prefix: Option<&str>) {
         row.late_dispatch,
         row.rejected,
     ]);
-    for (col, n) in COLUMNS.iter().zip(counts) {
-        let bad = matches!(*col, "late" | "breached" | "late_dispatch") && n > 0;
-        let class = if bad { "num bad" } else { "num" };
-        let _ = write!(
-            s,
-            "<td class=\"{class}\" data-col=\"{col}\"{}>{n}</td>",
-            id(col)
-        );
-    }
-    for (col, v) in [
+    let times = [
         ("reply_median_ms", row.reply_time_ms.median),
         ("reply_p95_ms", row.reply_time_ms.p95),
-    ] {
-        let (ms, text) = v.map_or((String::new(), "—".to_string()), |v| {
-            (v.to_string(), human_ms(v))
-        });
-        let _ = write!(
-            s,
-            "<td class=\"num\" data-col=\"{col}\" data-ms=\"{ms}\"{}>{text}</td>",
-            id(col)
-        );
-    }
-}
-
-fn rejections(s: &mut String, r: &SlaReport) {
-    s.push_str("<section><h2>Rejections by code</h2>");
-    if r.rejected_by_code.is_empty() {
-        s.push_str("<p>No message was rejected in this period.</p></section>\n");
-        return;
-    }
-    s.push_str("<table id=\"rejections\"><thead><tr><th>code</th><th>name</th><th>messages</th></tr></thead><tbody>");
-    for c in &r.rejected_by_code {
-        let _ = write!(
-            s,
-            "<tr data-code=\"{0}\"><td class=\"num\">{0}</td><td>{1}</td><td class=\"num\">{2}</td></tr>",
-            c.code,
-            escape(c.name),
-            c.count
-        );
-    }
-    s.push_str("</tbody></table></section>\n");
-}
-
-fn notes(s: &mut String, r: &SlaReport) {
-    let by = r.by.name();
-    let _ = writeln!(
-        s,
-        "<section class=\"notes\"><h2>How this is counted</h2><ul>\
-         <li>From the broker's journal. Each event is counted in the period it was recorded in \
-         (days in {}; the journal's times are UTC), in exactly one row, so the rows add up to the total.</li>\
-         <li>Requests: requests accepted by the exchange (status updates are not requests); \
-         replies by kind: replies accepted; on time / late: replies to requests with a deadline, \
-         against that deadline; breached: requests whose deadline passed without a reply, once per request; \
-         at risk: requests warned that their deadline was near, once per request.</li>\
-         <li>Rows by {by}: {}</li>\
-         <li>Reply time: from the request's acceptance to the reply's, both as recorded by the exchange. \
-         Median and 95th percentile by the nearest-rank method (an observed time: the ⌈p·n/100⌉-th smallest).</li>\
-         </ul></section>",
-        escape(&r.period.time_zone),
-        match r.by {
-            super::sla::By::Agency => "the provider answers for requests, replies and deadlines; \
-                the consumer for late dispatches (UZ annex 2 §12); the sender for rejected messages.",
-            super::sla::By::Service => "the registered service the message names.",
+    ];
+    html! {
+        td.key { (row.key) }
+        @for (col, n) in COLUMNS.iter().zip(counts) {
+            @let bad = matches!(*col, "late" | "breached" | "late_dispatch") && n > 0;
+            td.num.bad[bad] data-col=(col) id=[id(col)] { (n) }
         }
-    );
+        @for (col, v) in times {
+            td.num data-col=(col) data-ms=(v.map_or(String::new(), |v| v.to_string())) id=[id(col)] {
+                (v.map_or("—".to_string(), human_ms))
+            }
+        }
+    }
+}
+
+fn rejections(r: &SlaReport) -> Markup {
+    html! {
+        section {
+            h2 { "Rejections by code" }
+            @if r.rejected_by_code.is_empty() {
+                p { "No message was rejected in this period." }
+            } @else {
+                table #rejections {
+                    thead { tr { th { "code" } th { "name" } th { "messages" } } }
+                    tbody {
+                        @for c in &r.rejected_by_code {
+                            tr data-code=(c.code) { td.num { (c.code) } td { (c.name) } td.num { (c.count) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn notes(r: &SlaReport) -> Markup {
+    let by = r.by.name();
+    let rows = match r.by {
+        super::sla::By::Agency => {
+            "the provider answers for requests, replies and deadlines; \
+             the consumer for late dispatches (UZ annex 2 §12); the sender for rejected messages."
+        }
+        super::sla::By::Service => "the registered service the message names.",
+    };
+    html! {
+        section.notes {
+            h2 { "How this is counted" }
+            ul {
+                li {
+                    "From the broker's journal. Each event is counted in the period it was recorded in (days in "
+                    (r.period.time_zone)
+                    "; the journal's times are UTC), in exactly one row, so the rows add up to the total."
+                }
+                li {
+                    "Requests: requests accepted by the exchange (status updates are not requests); \
+                     replies by kind: replies accepted; on time / late: replies to requests with a deadline, \
+                     against that deadline; breached: requests whose deadline passed without a reply, once per request; \
+                     at risk: requests warned that their deadline was near, once per request."
+                }
+                li { "Rows by " (by) ": " (rows) }
+                li {
+                    "Reply time: from the request's acceptance to the reply's, both as recorded by the exchange. \
+                     Median and 95th percentile by the nearest-rank method (an observed time: the ⌈p·n/100⌉-th smallest)."
+                }
+            }
+        }
+    }
 }
