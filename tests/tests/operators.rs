@@ -44,7 +44,7 @@ async fn metrics(addr: SocketAddr) -> Exposition {
     let r = get(addr, "/metrics").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some(prometheus::CONTENT_TYPE));
-    prometheus::check(&r.body).unwrap_or_else(|e| panic!("invalid exposition: {e}\n{}", r.body))
+    prometheus::parse(&r.body).unwrap_or_else(|e| panic!("invalid exposition: {e}\n{}", r.body))
 }
 
 /// Polls `/api/status` until `ready` holds.

@@ -352,6 +352,7 @@ impl TimeSummary {
 }
 
 /// Everything a scrape or a status request reports, read once.
+#[derive(Debug, Clone)]
 pub struct Observed {
     pub report: StatusReport,
     pub routing: HistogramSnapshot,

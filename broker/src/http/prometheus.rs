@@ -1,339 +1,353 @@
-//! `/metrics` in the Prometheus text exposition format (version 0.0.4), and a
-//! strict checker of that format (used by the tests, and handy to anyone
-//! changing the metrics).
+//! `/metrics` in the OpenMetrics text format (which Prometheus scrapes),
+//! encoded by `prometheus-client` from one reading of everything observed.
 //!
 //! Every metric is named `mev_*`; counters end in `_total`; times are in
-//! seconds. See [`render`] for the list.
+//! seconds. See [`render`] for the list. [`parse`] reads an exposition back
+//! into samples (for the tests and for tools that check a value).
 
 use super::Observed;
 use crate::metrics::HistogramSnapshot;
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 
-/// The content type of the text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Writes metric families, each with its HELP and TYPE lines.
-struct Out {
-    text: String,
+/// A value as a gauge takes it (queue depths, counts far below `i64::MAX`).
+fn int(v: impl TryInto<i64>) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
 }
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-    }
+/// Encodes the families of one reading, in the order operators read them.
+#[derive(Debug)]
+struct Reading(Observed);
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let _ = write!(self.text, "{k}=\"{}\"", escape_label(v));
-            }
-            self.text.push('}');
+/// One family: its descriptor, then each labelled sample.
+struct Family<'a, 'b> {
+    encoder: &'a mut DescriptorEncoder<'b>,
+}
+
+type Fmt = Result<(), std::fmt::Error>;
+
+impl Family<'_, '_> {
+    /// A counter family with one sample per label set; `name` without `_total`.
+    fn counters<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'l str, String)>, u64)>,
+    ) -> Fmt {
+        let mut family = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, n) in samples {
+            ConstCounter::new(n).encode(family.encode_family(&escaped(labels))?)?;
         }
-        let _ = writeln!(self.text, " {value}");
+        Ok(())
     }
 
-    /// A family with one unlabelled sample.
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {
-        self.family(name, "histogram", help);
-        let bucket = format!("{name}_bucket");
-        for (bound, count) in h.bounds.iter().zip(&h.cumulative) {
-            self.sample(&bucket, &[("le", &format_float(*bound))], count);
+    /// A gauge family with one sample per label set.
+    fn gauges<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'l str, String)>, i64)>,
+    ) -> Fmt {
+        let mut family = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, n) in samples {
+            ConstGauge::new(n).encode(family.encode_family(&escaped(labels))?)?;
         }
-        self.sample(&bucket, &[("le", "+Inf")], h.count);
-        self.sample(&format!("{name}_sum"), &[], format_float(h.sum));
-        self.sample(&format!("{name}_count"), &[], h.count);
+        Ok(())
     }
-}
 
-fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn format_float(v: f64) -> String {
-    if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else if v.is_nan() {
-        "NaN".to_string()
-    } else {
-        format!("{v}")
+    fn gauge(&mut self, name: &str, help: &str, value: i64) -> Fmt {
+        self.gauge_opt(name, help, Some(value))
     }
-}
 
-/// Renders everything observed as Prometheus text.
-pub fn render(o: &Observed) -> String {
-    let r = &o.report;
-    let t = &r.totals;
-    let mut out = Out {
-        text: String::with_capacity(16 * 1024),
-    };
-
-    out.family(
-        "mev_build_info",
-        "gauge",
-        "The broker's version, id and namespace (always 1).",
-    );
-    out.sample(
-        "mev_build_info",
-        &[
-            ("version", &r.version),
-            ("broker", &r.broker_id),
-            ("namespace", &r.namespace),
-        ],
-        1,
-    );
-    out.single(
-        "mev_uptime_seconds",
-        "gauge",
-        "Seconds since the broker started.",
-        r.uptime_secs,
-    );
-    out.single(
-        "mev_rabbitmq_connected",
-        "gauge",
-        "1 when the last RabbitMQ queue-depth poll read every queue, recently.",
-        u8::from(r.rabbitmq.connected),
-    );
-    out.family(
-        "mev_queue_poll_age_seconds",
-        "gauge",
-        "Seconds since a queue-depth poll last read every queue (absent before the first).",
-    );
-    if let Some(age) = r.rabbitmq.last_poll_age_secs {
-        out.sample("mev_queue_poll_age_seconds", &[], format_float(age));
-    }
-    out.single(
-        "mev_store_open",
-        "gauge",
-        "1 when the broker's store can be read.",
-        u8::from(r.store.open),
-    );
-
-    out.family(
-        "mev_messages_accepted_total",
-        "counter",
-        "Messages accepted (durable, in the outbox), by kind.",
-    );
-    for (kind, n) in &t.accepted {
-        out.sample("mev_messages_accepted_total", &[("kind", kind)], n);
-    }
-    out.family(
-        "mev_rejections_total",
-        "counter",
-        "Messages refused, by stable error code.",
-    );
-    for c in &t.rejected {
-        out.sample(
-            "mev_rejections_total",
-            &[("code", &c.code.to_string()), ("name", &c.name)],
-            c.count,
-        );
-    }
-    out.single(
-        "mev_duplicates_total",
-        "counter",
-        "Copies of already accepted messages (answered with their receipt again).",
-        t.duplicates,
-    );
-    out.single(
-        "mev_garbage_total",
-        "counter",
-        "Inputs that could not be attributed to a registered sender.",
-        t.garbage,
-    );
-    out.family(
-        "mev_delivered_total",
-        "counter",
-        "Messages the outbox published and RabbitMQ confirmed, by purpose (forward, receipt, notice).",
-    );
-    out.sample(
-        "mev_delivered_total",
-        &[("purpose", "forward")],
-        t.forwards_delivered,
-    );
-    out.sample(
-        "mev_delivered_total",
-        &[("purpose", "receipt")],
-        t.receipts_delivered,
-    );
-    out.sample(
-        "mev_delivered_total",
-        &[("purpose", "notice")],
-        t.notices_delivered,
-    );
-    out.single(
-        "mev_publish_retries_total",
-        "counter",
-        "Publish attempts that failed and will be retried from the outbox.",
-        t.publish_retries,
-    );
-    out.single(
-        "mev_batches_total",
-        "counter",
-        "Ingress micro-batches processed.",
-        t.batches,
-    );
-
-    out.family(
-        "mev_inbox_messages",
-        "gauge",
-        "Messages ready in an agency's inbox queue (from RabbitMQ).",
-    );
-    for a in &r.agencies {
-        if let Some(d) = a.inbox_depth {
-            out.sample("mev_inbox_messages", &[("agency", &a.id)], d);
+    /// A gauge family with one unlabelled sample, or none (not known yet).
+    fn gauge_opt(&mut self, name: &str, help: &str, value: Option<i64>) -> Fmt {
+        let family = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        match value {
+            Some(v) => ConstGauge::new(v).encode(family),
+            None => Ok(()),
         }
     }
-    out.family(
-        "mev_inbox_consumers",
-        "gauge",
-        "Consumers of an agency's inbox queue (its adapters).",
-    );
-    for a in &r.agencies {
-        if let Some(c) = a.consumers {
-            out.sample("mev_inbox_consumers", &[("agency", &a.id)], c);
+
+    fn gauge_f64(&mut self, name: &str, help: &str, value: Option<f64>) -> Fmt {
+        let family = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        match value {
+            Some(v) => ConstGauge::new(v).encode(family),
+            None => Ok(()),
         }
     }
-    out.family(
-        "mev_ingress_messages",
-        "gauge",
-        "Messages ready in the broker's ingress queue.",
-    );
-    if let Some(i) = r.ingress {
-        out.sample("mev_ingress_messages", &[], i.messages);
-    }
-    out.family(
-        "mev_ingress_consumers",
-        "gauge",
-        "Consumers of the ingress queue (brokers).",
-    );
-    if let Some(i) = r.ingress {
-        out.sample("mev_ingress_consumers", &[], i.consumers);
-    }
-    out.single(
-        "mev_outbox_messages",
-        "gauge",
-        "Messages in the broker's outbox, not yet confirmed by RabbitMQ.",
-        r.outbox_depth,
-    );
-    out.single(
-        "mev_open_requests",
-        "gauge",
-        "Requests waiting for their reply (from the store).",
-        r.open_requests,
-    );
-    out.family(
-        "mev_agency_open_requests",
-        "gauge",
-        "Requests for an agency accepted since the broker started, less its replies since then.",
-    );
-    for (agency, n) in &o.open_by_agency {
-        out.sample("mev_agency_open_requests", &[("agency", agency)], n);
-    }
-    out.single(
-        "mev_timers_armed",
-        "gauge",
-        "Deadline timers armed (at-risk warnings and breaches to come).",
-        r.timers_armed,
-    );
-    let log = &r.store_log;
-    out.single(
-        "mev_store_log_replayed_records",
-        "gauge",
-        "Redo log records replayed when the broker started (0 after a clean stop).",
-        log.replayed_at_start,
-    );
-    out.single(
-        "mev_store_log_pending_records",
-        "gauge",
-        "Redo log records since the store's last checkpoint.",
-        log.pending,
-    );
-    out.single(
-        "mev_store_checkpoints_total",
-        "counter",
-        "Store checkpoints (durable commits that empty the redo log).",
-        log.checkpoints,
-    );
-    out.single(
-        "mev_store_checkpoint_seconds_total",
-        "counter",
-        "Time spent in store checkpoints, each a pause of the store's writes.",
-        format_float(log.checkpoint_ms_total / 1e3),
-    );
-    out.single(
-        "mev_store_checkpoint_seconds_max",
-        "gauge",
-        "The longest store checkpoint since the broker started.",
-        format_float(log.checkpoint_ms_max / 1e3),
-    );
-    out.single(
-        "mev_dedup_ids",
-        "gauge",
-        "Message ids in the dedup index.",
-        r.dedup_ids,
-    );
-    out.single(
-        "mev_events",
-        "gauge",
-        "Events recorded in the store.",
-        o.events,
-    );
 
-    out.family(
-        "mev_deadline_outcomes_total",
-        "counter",
-        "Deadline outcomes by the agency answerable and service: on_time, late, breached, at_risk, late_dispatch.",
-    );
-    for row in &r.sla {
-        let c = &row.counts;
-        for (outcome, n) in [
-            ("on_time", c.on_time),
-            ("late", c.late),
-            ("breached", c.breached),
-            ("at_risk", c.at_risk),
-            ("late_dispatch", c.late_dispatch),
-        ] {
-            out.sample(
-                "mev_deadline_outcomes_total",
-                &[
-                    ("agency", &row.agency),
-                    ("service", &row.service),
-                    ("outcome", outcome),
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> Fmt {
+        let family = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(value).encode(family)
+    }
+
+    fn counter_f64(&mut self, name: &str, help: &str, value: f64) -> Fmt {
+        let family = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(value).encode(family)
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) -> Fmt {
+        let mut family = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        // The encoder takes each bucket's own count and adds them up; the
+        // last bound (f64::MAX) is written as +Inf.
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .zip(&h.cumulative)
+            .map(|(bound, cumulative)| {
+                let own = cumulative.saturating_sub(below);
+                below = *cumulative;
+                (*bound, own)
+            })
+            .collect();
+        buckets.push((f64::MAX, h.count.saturating_sub(below)));
+        family.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+    }
+}
+
+/// Label values as the text format writes them: `prometheus-client` writes
+/// them as given, so a backslash, a double quote or a newline (a service
+/// name from the register may hold one) is escaped here.
+fn escaped(labels: Vec<(&str, String)>) -> Vec<(&str, String)> {
+    labels
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            (k, v)
+        })
+        .collect()
+}
+
+fn agency(id: &str) -> Vec<(&'static str, String)> {
+    vec![("agency", id.to_string())]
+}
+
+impl Collector for Reading {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
+        let o = &self.0;
+        let r = &o.report;
+        let t = &r.totals;
+        let log = &r.store_log;
+        let mut f = Family {
+            encoder: &mut encoder,
+        };
+        f.gauges(
+            "mev_build_info",
+            "The broker's version, id and namespace (always 1).",
+            [(
+                vec![
+                    ("version", r.version.clone()),
+                    ("broker", r.broker_id.clone()),
+                    ("namespace", r.namespace.clone()),
                 ],
-                n,
-            );
-        }
+                1,
+            )],
+        )?;
+        f.gauge(
+            "mev_uptime_seconds",
+            "Seconds since the broker started.",
+            int(r.uptime_secs),
+        )?;
+        f.gauge(
+            "mev_rabbitmq_connected",
+            "1 when the last RabbitMQ queue-depth poll read every queue, recently.",
+            i64::from(r.rabbitmq.connected),
+        )?;
+        f.gauge_f64(
+            "mev_queue_poll_age_seconds",
+            "Seconds since a queue-depth poll last read every queue (absent before the first).",
+            r.rabbitmq.last_poll_age_secs,
+        )?;
+        f.gauge(
+            "mev_store_open",
+            "1 when the broker's store can be read.",
+            i64::from(r.store.open),
+        )?;
+        f.counters(
+            "mev_messages_accepted",
+            "Messages accepted (durable, in the outbox), by kind.",
+            t.accepted
+                .iter()
+                .map(|(k, n)| (vec![("kind", k.clone())], *n)),
+        )?;
+        f.counters(
+            "mev_rejections",
+            "Messages refused, by stable error code.",
+            t.rejected.iter().map(|c| {
+                let labels = vec![("code", c.code.to_string()), ("name", c.name.clone())];
+                (labels, c.count)
+            }),
+        )?;
+        f.counter(
+            "mev_duplicates",
+            "Copies of already accepted messages (answered with their receipt again).",
+            t.duplicates,
+        )?;
+        f.counter(
+            "mev_garbage",
+            "Inputs that could not be attributed to a registered sender.",
+            t.garbage,
+        )?;
+        f.counters(
+            "mev_delivered",
+            "Messages the outbox published and RabbitMQ confirmed, by purpose (forward, receipt, notice).",
+            [
+                ("forward", t.forwards_delivered),
+                ("receipt", t.receipts_delivered),
+                ("notice", t.notices_delivered),
+            ]
+            .map(|(purpose, n)| (vec![("purpose", purpose.to_string())], n)),
+        )?;
+        f.counter(
+            "mev_publish_retries",
+            "Publish attempts that failed and will be retried from the outbox.",
+            t.publish_retries,
+        )?;
+        f.counter("mev_batches", "Ingress micro-batches processed.", t.batches)?;
+        f.gauges(
+            "mev_inbox_messages",
+            "Messages ready in an agency's inbox queue (from RabbitMQ).",
+            r.agencies
+                .iter()
+                .filter_map(|a| a.inbox_depth.map(|d| (agency(&a.id), int(d)))),
+        )?;
+        f.gauges(
+            "mev_inbox_consumers",
+            "Consumers of an agency's inbox queue (its adapters).",
+            r.agencies
+                .iter()
+                .filter_map(|a| a.consumers.map(|c| (agency(&a.id), int(c)))),
+        )?;
+        f.gauge_opt(
+            "mev_ingress_messages",
+            "Messages ready in the broker's ingress queue.",
+            r.ingress.map(|i| int(i.messages)),
+        )?;
+        f.gauge_opt(
+            "mev_ingress_consumers",
+            "Consumers of the ingress queue (brokers).",
+            r.ingress.map(|i| int(i.consumers)),
+        )?;
+        f.gauge(
+            "mev_outbox_messages",
+            "Messages in the broker's outbox, not yet confirmed by RabbitMQ.",
+            int(r.outbox_depth),
+        )?;
+        f.gauge(
+            "mev_open_requests",
+            "Requests waiting for their reply (from the store).",
+            int(r.open_requests),
+        )?;
+        f.gauges(
+            "mev_agency_open_requests",
+            "Requests for an agency accepted since the broker started, less its replies since then.",
+            o.open_by_agency.iter().map(|(a, n)| (agency(a), *n)),
+        )?;
+        f.gauge(
+            "mev_timers_armed",
+            "Deadline timers armed (at-risk warnings and breaches to come).",
+            int(r.timers_armed),
+        )?;
+        f.gauge(
+            "mev_store_log_replayed_records",
+            "Redo log records replayed when the broker started (0 after a clean stop).",
+            int(log.replayed_at_start),
+        )?;
+        f.gauge(
+            "mev_store_log_pending_records",
+            "Redo log records since the store's last checkpoint.",
+            int(log.pending),
+        )?;
+        f.counter(
+            "mev_store_checkpoints",
+            "Store checkpoints (durable commits that empty the redo log).",
+            log.checkpoints,
+        )?;
+        f.counter_f64(
+            "mev_store_checkpoint_seconds",
+            "Time spent in store checkpoints, each a pause of the store's writes.",
+            log.checkpoint_ms_total / 1e3,
+        )?;
+        f.gauge_f64(
+            "mev_store_checkpoint_seconds_max",
+            "The longest store checkpoint since the broker started.",
+            Some(log.checkpoint_ms_max / 1e3),
+        )?;
+        f.gauge(
+            "mev_dedup_ids",
+            "Message ids in the dedup index.",
+            int(r.dedup_ids),
+        )?;
+        f.gauge("mev_events", "Events recorded in the store.", int(o.events))?;
+        f.counters(
+            "mev_deadline_outcomes",
+            "Deadline outcomes by the agency answerable and service: on_time, late, breached, at_risk, late_dispatch.",
+            r.sla.iter().flat_map(|row| {
+                let c = &row.counts;
+                [
+                    ("on_time", c.on_time),
+                    ("late", c.late),
+                    ("breached", c.breached),
+                    ("at_risk", c.at_risk),
+                    ("late_dispatch", c.late_dispatch),
+                ]
+                .map(|(outcome, n)| {
+                    let labels = vec![
+                        ("agency", row.agency.clone()),
+                        ("service", row.service.clone()),
+                        ("outcome", outcome.to_string()),
+                    ];
+                    (labels, n)
+                })
+            }),
+        )?;
+        f.histogram(
+            "mev_routing_seconds",
+            "Time from a message's ingress delivery to the durable commit of its batch.",
+            &o.routing,
+        )?;
+        f.histogram(
+            "mev_reply_seconds",
+            "Time from a request's acceptance to its reply's.",
+            &o.reply,
+        )
     }
+}
 
-    out.histogram(
-        "mev_routing_seconds",
-        "Time from a message's ingress delivery to the durable commit of its batch.",
-        &o.routing,
-    );
-    out.histogram(
-        "mev_reply_seconds",
-        "Time from a request's acceptance to its reply's.",
-        &o.reply,
-    );
-    out.text
+/// Renders everything observed as an OpenMetrics exposition.
+pub fn render(o: &Observed) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Reading(o.clone())));
+    let mut text = String::with_capacity(16 * 1024);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
 }
 
 /// One sample of a parsed exposition.
@@ -344,7 +358,7 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// A parsed, checked exposition.
+/// An exposition read back: families' types and help, and the samples.
 #[derive(Debug, Clone, Default)]
 pub struct Exposition {
     /// Family name → type.
@@ -369,252 +383,66 @@ impl Exposition {
     }
 }
 
-fn valid_metric_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn valid_label_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !n.starts_with("__")
-}
-
-fn parse_value(v: &str) -> Option<f64> {
-    match v {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ => v.parse().ok(),
-    }
-}
-
-/// Parses `{a="x",b="y"}` at the start of `s`; returns the labels and the rest.
-fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = s.strip_prefix('{').ok_or("expected '{'")?;
-    loop {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix('}') {
-            return Ok((labels, r));
-        }
-        let eq = rest.find('=').ok_or("label without '='")?;
-        let name = rest[..eq].trim();
-        if !valid_label_name(name) {
-            return Err(format!("invalid label name {name:?}"));
-        }
-        rest = rest[eq + 1..]
-            .trim_start()
-            .strip_prefix('"')
-            .ok_or("label value must be quoted")?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, 'n')) => value.push('\n'),
-                    other => return Err(format!("invalid escape {other:?} in a label value")),
-                },
-                Some((i, '"')) => break i,
-                Some((_, '\n')) => return Err("newline in a label value".into()),
-                Some((_, c)) => value.push(c),
-                None => return Err("unterminated label value".into()),
-            }
-        };
-        if labels.insert(name.to_string(), value).is_some() {
-            return Err(format!("label {name} repeated"));
-        }
-        rest = rest[end + 1..].trim_start();
-        if let Some(r) = rest.strip_prefix(',') {
-            rest = r;
-        } else if !rest.starts_with('}') {
-            return Err("expected ',' or '}' after a label".into());
-        }
-    }
-}
-
-/// The family a sample belongs to, given the declared types.
-fn family_of<'a>(name: &'a str, types: &BTreeMap<String, String>) -> &'a str {
-    for suffix in ["_bucket", "_sum", "_count"] {
-        if let Some(base) = name.strip_suffix(suffix) {
-            if matches!(
-                types.get(base).map(String::as_str),
-                Some("histogram" | "summary")
-            ) {
-                return base;
-            }
-        }
-    }
-    name
-}
-
-/// Parses and checks a text exposition: line syntax, metric and label names,
-/// escapes, HELP/TYPE before samples and at most once, families contiguous,
-/// no repeated series, counters not negative, and histograms well formed
-/// (ascending `le` bounds ending in `+Inf`, cumulative counts, `+Inf` equal
-/// to `_count`, a `_sum`).
-pub fn check(text: &str) -> Result<Exposition, String> {
+/// Reads an exposition of this module's (label values may hold escaped
+/// quotes and backslashes); an error names the line that does not read.
+pub fn parse(text: &str) -> Result<Exposition, String> {
     let mut e = Exposition::default();
-    if !text.is_empty() && !text.ends_with('\n') {
-        return Err("the exposition must end with a newline".into());
-    }
-    let mut finished: BTreeSet<String> = BTreeSet::new();
-    let mut current: Option<String> = None;
-    let mut series: BTreeSet<String> = BTreeSet::new();
-    let mut enter = |family: &str, current: &mut Option<String>| -> Result<(), String> {
-        if current.as_deref() != Some(family) {
-            if finished.contains(family) {
-                return Err(format!("family {family} is not contiguous"));
-            }
-            if let Some(c) = current.take() {
-                finished.insert(c);
-            }
-            *current = Some(family.to_string());
-        }
-        Ok(())
-    };
     for (n, line) in text.lines().enumerate() {
-        let at = |m: String| format!("line {}: {m}: {line:?}", n + 1);
-        if line.trim().is_empty() {
+        let bad = |why: &str| format!("line {}: {why}: {line:?}", n + 1);
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or_else(|| bad("no type"))?;
+            e.types.insert(name.into(), kind.into());
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').ok_or_else(|| bad("no help"))?;
+            e.help.insert(name.into(), help.into());
+        } else if line.starts_with('#') || line.is_empty() {
             continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut parts = comment.trim_start().splitn(3, ' ');
-            let keyword = parts.next().unwrap_or("");
-            if keyword != "HELP" && keyword != "TYPE" {
-                continue;
-            }
-            let name = parts.next().unwrap_or("");
-            let rest = parts.next().unwrap_or("");
-            if !valid_metric_name(name) {
-                return Err(at(format!("invalid metric name {name:?}")));
-            }
-            enter(name, &mut current).map_err(at)?;
-            if keyword == "HELP" {
-                if e.help.insert(name.into(), rest.into()).is_some() {
-                    return Err(at("HELP repeated".into()));
-                }
-            } else {
-                if !matches!(
-                    rest,
-                    "counter" | "gauge" | "histogram" | "summary" | "untyped"
-                ) {
-                    return Err(at(format!("unknown type {rest:?}")));
-                }
-                if e.types.insert(name.into(), rest.into()).is_some() {
-                    return Err(at("TYPE repeated".into()));
-                }
-                if e.samples
-                    .iter()
-                    .any(|s| family_of(&s.name, &e.types) == name)
-                {
-                    return Err(at("TYPE after a sample of its family".into()));
-                }
-            }
-            continue;
-        }
-        let name_end = line
-            .find(['{', ' '])
-            .ok_or_else(|| at("a sample needs a value".into()))?;
-        let name = &line[..name_end];
-        if !valid_metric_name(name) {
-            return Err(at(format!("invalid metric name {name:?}")));
-        }
-        let (labels, rest) = if line[name_end..].starts_with('{') {
-            parse_labels(&line[name_end..]).map_err(at)?
         } else {
-            (BTreeMap::new(), &line[name_end..])
-        };
-        let mut fields = rest.split_whitespace();
-        let value = fields
-            .next()
-            .and_then(parse_value)
-            .ok_or_else(|| at("invalid value".into()))?;
-        if let Some(ts) = fields.next() {
-            ts.parse::<i64>()
-                .map_err(|_| at("invalid timestamp".into()))?;
+            let (name, rest) = match line.find(['{', ' ']) {
+                Some(at) => line.split_at(at),
+                None => return Err(bad("no value")),
+            };
+            let mut labels = BTreeMap::new();
+            let mut rest = rest;
+            if let Some(mut inner) = rest.strip_prefix('{') {
+                while !inner.starts_with('}') {
+                    let (key, after) = inner.split_once("=\"").ok_or_else(|| bad("a label"))?;
+                    let mut value = String::new();
+                    let mut chars = after.char_indices();
+                    let end = loop {
+                        match chars.next() {
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, 'n')) => value.push('\n'),
+                                Some((_, c)) => value.push(c),
+                                None => return Err(bad("an escape")),
+                            },
+                            Some((i, '"')) => break i,
+                            Some((_, c)) => value.push(c),
+                            None => return Err(bad("an unterminated label value")),
+                        }
+                    };
+                    labels.insert(key.trim_start_matches(',').to_string(), value);
+                    inner = &after[end + 1..];
+                }
+                rest = &inner[1..];
+            }
+            let value = rest.trim().split(' ').next().unwrap_or_default();
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().map_err(|_| bad("a value"))?,
+            };
+            e.samples.push(Sample {
+                name: name.to_string(),
+                labels,
+                value,
+            });
         }
-        if fields.next().is_some() {
-            return Err(at("trailing text".into()));
-        }
-        let family = family_of(name, &e.types).to_string();
-        enter(&family, &mut current).map_err(at)?;
-        if !series.insert(format!("{name}{labels:?}")) {
-            return Err(at("series repeated".into()));
-        }
-        if e.types.get(&family).map(String::as_str) == Some("counter") && value < 0.0 {
-            return Err(at("a counter is negative".into()));
-        }
-        e.samples.push(Sample {
-            name: name.into(),
-            labels,
-            value,
-        });
     }
-    for (family, kind) in &e.types {
-        if kind == "histogram" {
-            check_histogram(&e, family)?;
-        }
+    if e.samples.is_empty() {
+        return Err("no samples".into());
     }
     Ok(e)
-}
-
-fn check_histogram(e: &Exposition, family: &str) -> Result<(), String> {
-    // Buckets per label set (without `le`), in order of appearance.
-    let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let key = |labels: &BTreeMap<String, String>| {
-        let mut l = labels.clone();
-        l.remove("le");
-        format!("{l:?}")
-    };
-    let bucket = format!("{family}_bucket");
-    for s in e.samples.iter().filter(|s| s.name == bucket) {
-        let le = s
-            .labels
-            .get("le")
-            .ok_or_else(|| format!("{bucket} without le"))?;
-        let bound =
-            parse_value(le).ok_or_else(|| format!("{bucket}: le {le:?} is not a number"))?;
-        groups
-            .entry(key(&s.labels))
-            .or_default()
-            .push((bound, s.value));
-    }
-    if groups.is_empty() {
-        return Err(format!("histogram {family} has no buckets"));
-    }
-    for (labels, buckets) in groups {
-        for w in buckets.windows(2) {
-            if w[1].0 <= w[0].0 {
-                return Err(format!("{family}{labels}: le bounds not ascending"));
-            }
-            if w[1].1 < w[0].1 {
-                return Err(format!("{family}{labels}: bucket counts not cumulative"));
-            }
-        }
-        let (last_bound, inf) = *buckets.last().expect("non-empty");
-        if last_bound != f64::INFINITY {
-            return Err(format!("{family}{labels}: no +Inf bucket"));
-        }
-        let find = |suffix: &str| {
-            e.samples
-                .iter()
-                .find(|s| s.name == format!("{family}{suffix}") && key(&s.labels) == labels)
-                .map(|s| s.value)
-        };
-        let count = find("_count").ok_or_else(|| format!("{family}{labels}: no _count"))?;
-        find("_sum").ok_or_else(|| format!("{family}{labels}: no _sum"))?;
-        if count != inf {
-            return Err(format!(
-                "{family}{labels}: _count {count} differs from the +Inf bucket {inf}"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
