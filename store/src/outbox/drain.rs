@@ -518,6 +518,10 @@ fn skip<'a>(
     skipped: &'a mut HashSet<String>,
 ) -> impl FnMut(&str) -> bool + 'a {
     move |route| {
+        if blocked.is_empty() {
+            // The usual case: no route backs off.
+            return false;
+        }
         let blocked = blocked.contains(route);
         if blocked && !skipped.contains(route) {
             skipped.insert(route.to_string());
