@@ -24,7 +24,7 @@
 
 use crate::transport::{Outgoing, Route};
 use mev_store::engine::{ReadTransaction, ReadableTable, TableDefinition};
-use mev_store::outbox::{self, Item, Outbox, Schema};
+use mev_store::outbox::{self, Outbox, Schema};
 use mev_store::wal::{Db, Replay};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,8 +88,11 @@ impl Schema for Messages {
         record: &[u8],
         skip: &mut impl FnMut(&str) -> bool,
     ) -> Result<Option<Outgoing>, StoreError> {
-        let message = decode(record).ok_or(StoreError::Corrupt(seq))?;
-        Ok((!skip(message.route())).then_some(message))
+        // The route first: a skipped entry's envelope is not copied.
+        if skip(route_of(record).ok_or(StoreError::Corrupt(seq))?) {
+            return Ok(None);
+        }
+        decode(record).map(Some).ok_or(StoreError::Corrupt(seq))
     }
 
     fn done(&self, _item: &Outgoing) -> Option<()> {
@@ -313,6 +316,14 @@ fn encode(m: &Outgoing) -> Vec<u8> {
     out
 }
 
+/// The route's name in an outbox record (`Item::route` of its message).
+fn route_of(record: &[u8]) -> Option<&str> {
+    let (&[RECORD_V1, 0..=2], mut rest) = record.split_first_chunk::<2>()? else {
+        return None;
+    };
+    take_str(&mut rest)
+}
+
 /// The message of an outbox record.
 fn decode(record: &[u8]) -> Option<Outgoing> {
     let (&[version, tag], mut rest) = record.split_first_chunk::<2>()?;
@@ -337,6 +348,7 @@ fn decode(record: &[u8]) -> Option<Outgoing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mev_store::outbox::Item;
 
     fn msg(route: Route, id: &str, body: &[u8]) -> Outgoing {
         Outgoing {
@@ -354,6 +366,7 @@ mod tests {
             msg(Route::Queue("ns.inbox.X".into()), "x", &[0, 1, 2, 255]),
         ] {
             let back = decode(&encode(&m)).expect("decodes");
+            assert_eq!(route_of(&encode(&m)), Some(m.route()));
             assert_eq!(back.route, m.route);
             assert_eq!(back.message_id, m.message_id);
             assert_eq!(back.body, m.body);
@@ -361,6 +374,7 @@ mod tests {
         assert!(decode(&[]).is_none());
         assert!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         assert!(decode(&[RECORD_V1, 0, 200, 0, 0, 0]).is_none());
+        assert!(route_of(&[RECORD_V1, 3, 0, 0, 0, 0]).is_none());
     }
 
     /// The glue of the shared outbox (`mev_store::outbox`, tested there):
