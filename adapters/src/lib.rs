@@ -27,9 +27,11 @@
 //!   implementations (the `mev-transport` crate, re-exported).
 //! - [`message`]: the plain values an agency sends and receives.
 //! - `inbox`: the loop that verifies and dispatches what arrives.
-//! - `outbox`: the durable outbox: the group-committing writer task and the
-//!   drain task that publishes it with retries and backoff.
-//! - `store`: the adapter's database (outbox, dedup index, through
+//! - `outbox`: the durable outbox: the group-committing writer task, and
+//!   the drain task that publishes it with retries and backoff (the drain
+//!   and the outbox's table protocol are `mev_store::outbox`'s, shared with
+//!   the broker).
+//! - `store`: the adapter's database (outbox records, dedup index, through
 //!   `mev-store`); the only module that touches it.
 //! - `dedup`: which message ids were already handled (on disk) or are being
 //!   handled (in memory).

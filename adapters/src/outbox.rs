@@ -10,23 +10,26 @@
 //!   [`Outbox::mark_handled`]) wait up to [`LINGER`] to ride on the next
 //!   such transaction instead of paying a fsync of their own, unless half
 //!   the inbox's prefetch is waiting so.
-//! - The **drain** task publishes the outbox in sequence order, in rounds
-//!   of up to [`BATCH`] messages with their confirms in flight together and
-//!   up to [`ROUNDS_IN_FLIGHT`] rounds awaiting confirms at once, has what
-//!   was confirmed removed (lazily, by the writer's next transaction: losing
-//!   a removal only re-publishes, and receivers drop duplicates by message
-//!   id), and after a failure (connection down,
-//!   nack, unroutable) waits a capped, jittered exponential [`Backoff`]
-//!   before trying again. What is in the outbox at start (after a crash or
-//!   an outage) is drained the same way.
+//! - The **drain** task is the outbox's drain shared with the broker
+//!   ([`mev_store::outbox::drain`]): it publishes the outbox in sequence
+//!   order, in rounds of up to [`BATCH`] messages with their confirms in
+//!   flight together and up to [`ROUNDS_IN_FLIGHT`] rounds awaiting
+//!   confirms at once, taking what the writer just committed from memory;
+//!   has what was confirmed removed (lazily, by the writer's next
+//!   transaction: losing a removal only re-publishes, and receivers drop
+//!   duplicates by message id; a durable one of its own after [`QUIET`]);
+//!   and after a failure waits a capped, jittered exponential back-off (the
+//!   link's for a lost connection, the route's for a nack or an unroutable
+//!   message) before reading again from the oldest message. What is in the
+//!   outbox at start (after a crash or an outage) is drained the same way.
 
 use crate::error::AdapterError;
 use crate::store::{self, Store, StoreError};
-use crate::transport::backoff::Backoff;
-use crate::transport::{Outgoing, Transport};
+use crate::transport::{Outgoing, Transport, TransportError};
+use mev_store::outbox::drain::{self, Hooks};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Messages published together by the drain.
@@ -60,14 +63,12 @@ enum Msg {
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Msg>,
     depth: Arc<watch::Sender<u64>>,
-    notify: Arc<Notify>,
 }
 
 /// What the drain task needs.
 pub(crate) struct DrainParts {
     pub store: Arc<Store>,
     pub depth: Arc<watch::Sender<u64>>,
-    pub notify: Arc<Notify>,
 }
 
 impl Outbox {
@@ -86,10 +87,7 @@ impl Outbox {
         let writer = tokio::spawn(writer(
             store,
             rx,
-            Signals {
-                depth: outbox.depth.clone(),
-                notify: outbox.notify.clone(),
-            },
+            outbox.depth.clone(),
             retention,
             marks_at.clamp(1, MAX_GROUP),
         ));
@@ -102,7 +100,6 @@ impl Outbox {
         Ok(Outbox {
             tx,
             depth: Arc::new(depth),
-            notify: Arc::new(Notify::new()),
         })
     }
 
@@ -111,7 +108,6 @@ impl Outbox {
         DrainParts {
             store,
             depth: self.depth.clone(),
-            notify: self.notify.clone(),
         }
     }
 
@@ -182,20 +178,14 @@ impl Outbox {
     }
 }
 
-/// Whom the writer tells about a commit: the depth gauge and the drain.
-struct Signals {
-    depth: Arc<watch::Sender<u64>>,
-    notify: Arc<Notify>,
-}
-
+/// The writer's loop; its commits wake the drain (the shared outbox does).
 async fn writer(
     store: Arc<Store>,
     mut rx: mpsc::Receiver<Msg>,
-    signals: Signals,
+    depth: Arc<watch::Sender<u64>>,
     retention: Duration,
     marks_at: usize,
 ) {
-    let Signals { depth, notify } = signals;
     let prune_every = (retention / 16).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut last_prune: Option<Instant> = None;
     // Lazy marks waiting for a transaction, and when they stop waiting.
@@ -218,7 +208,7 @@ async fn writer(
                 m = rx.recv() => m,
                 _ = tokio::time::sleep_until(at) => {
                     due = None;
-                    write_group(&store, std::mem::take(&mut lingering), &depth, &notify).await;
+                    write_group(&store, std::mem::take(&mut lingering), &depth).await;
                     continue;
                 }
             },
@@ -247,7 +237,7 @@ async fn writer(
         group.append(&mut lingering);
         due = None;
         if !group.is_empty() {
-            write_group(&store, group, &depth, &notify).await;
+            write_group(&store, group, &depth).await;
         }
         if closing {
             break;
@@ -256,12 +246,7 @@ async fn writer(
 }
 
 /// Writes a group of requests in one durable transaction and answers each.
-async fn write_group(
-    store: &Arc<Store>,
-    group: Vec<WriteReq>,
-    depth: &watch::Sender<u64>,
-    notify: &Notify,
-) {
+async fn write_group(store: &Arc<Store>, group: Vec<WriteReq>, depth: &watch::Sender<u64>) {
     let mut messages = Vec::new();
     let mut handled = Vec::new();
     let mut waiters = Vec::with_capacity(group.len());
@@ -278,13 +263,9 @@ async fn write_group(
         tokio::task::spawn_blocking(move || s.commit(&messages, &handled, store::now_ms()))
             .await
             .unwrap_or_else(|e| Err(StoreError::Database(format!("the commit panicked: {e}"))));
-    match &result {
-        Ok(()) if n > 0 => notify.notify_one(),
-        Ok(()) => {}
-        Err(e) => {
-            tracing::error!(error = %e, messages = n, "outbox commit failed");
-            depth.send_modify(|d| *d = d.saturating_sub(n));
-        }
+    if let Err(e) = &result {
+        tracing::error!(error = %e, messages = n, "outbox commit failed");
+        depth.send_modify(|d| *d = d.saturating_sub(n));
     }
     for w in waiters {
         let _ = w.send(result.clone());
@@ -295,213 +276,49 @@ async fn write_group(
 /// next round is published while earlier ones wait, so a message written
 /// during a round does not wait for it.
 pub(crate) const ROUNDS_IN_FLIGHT: usize = 4;
+/// How long the outbox stays idle before its lazy removals are made
+/// durable, so a restart does not re-publish what was long confirmed.
+const QUIET: Duration = Duration::from_secs(1);
 
-/// A round published, awaiting its confirms.
-struct Round {
-    seqs: Vec<u64>,
-    confirms: JoinHandle<Vec<Result<(), crate::transport::TransportError>>>,
+/// The adapter's pacing of the shared drain.
+fn drain_config() -> drain::Config {
+    drain::Config {
+        take: BATCH,
+        rounds: ROUNDS_IN_FLIGHT,
+        // Confirmed entries waiting for the writer's next transaction at
+        // most; past that the drain removes them in a transaction of its
+        // own (draining a backlog, nothing new is written).
+        remove_at: 4 * BATCH,
+        remove_idle: QUIET,
+        durable_when_idle: true,
+        backoff_min: BACKOFF_MIN,
+        backoff_max: BACKOFF_MAX,
+        ..drain::Config::default()
+    }
 }
 
-/// Publishes the outbox until `stop` is set (or its sender dropped).
-///
-/// Rounds are read from a cursor past the last message taken. After a
-/// failure no new round starts; once those in flight are done the drain
-/// backs off and reads again from the oldest message, so whatever failed
-/// goes out again, in order.
+/// The depth gauge follows the confirms.
+struct Depth(Arc<watch::Sender<u64>>);
+
+impl Hooks<Outgoing> for Depth {
+    fn settled(&mut self, _items: &[(u64, Outgoing)], results: &[Result<(), TransportError>]) {
+        let n = results.iter().filter(|r| r.is_ok()).count() as u64;
+        if n > 0 {
+            self.0.send_modify(|d| *d = d.saturating_sub(n));
+        }
+    }
+}
+
+/// Publishes the outbox until `stop` is set (or its sender dropped); at
+/// stop, waits for the confirms in flight and removes what they confirmed,
+/// durably.
 pub(crate) async fn drain<T: Transport>(
     transport: T,
     parts: DrainParts,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let DrainParts {
-        store,
-        depth,
-        notify,
-    } = parts;
-    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
-    let mut in_flight: std::collections::VecDeque<Round> = std::collections::VecDeque::new();
-    let mut cursor = 0u64;
-    let mut failed = false;
-    // Removals are committed lazily; once the outbox has been quiet for
-    // QUIET (and when stopping) one durable commit persists them, so a
-    // restart does not re-publish what was long confirmed.
-    let mut unpersisted = false;
-    loop {
-        if *stop.borrow() {
-            // What RabbitMQ confirmed is removed before stopping, so a
-            // restart does not publish it again.
-            for round in in_flight.drain(..) {
-                if let Ok(Ok(results)) = tokio::time::timeout(STOP_WAIT, round.confirms).await {
-                    settle(&store, &depth, round.seqs, results).await;
-                }
-            }
-            if unpersisted {
-                persist(&store).await;
-            }
-            break;
-        }
-        if failed && in_flight.is_empty() {
-            failed = false;
-            cursor = 0;
-            // The read from the oldest entry must not find what was confirmed.
-            let s = store.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.remove_confirmed(false)).await
-            {
-                tracing::warn!(error = %e, "removing confirmed messages from the outbox failed; they may be published again");
-            }
-            let wait = backoff.next_delay();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        }
-        // A read only when something was committed past the cursor.
-        let end = store.outbox_end();
-        if !failed && in_flight.len() < ROUNDS_IN_FLIGHT && cursor < end {
-            let s = store.clone();
-            let from = cursor;
-            // What the writer just committed is still in memory: no read.
-            let read = match store.take_recent(from, BATCH) {
-                Some(recent) => Ok(Ok(recent)),
-                None => tokio::task::spawn_blocking(move || s.outbox_batch(from, BATCH)).await,
-            };
-            let batch = match read {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "reading the outbox failed");
-                    failed = true;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the outbox panicked");
-                    failed = true;
-                    continue;
-                }
-            };
-            if let Some(last) = batch.last() {
-                cursor = last.seq + 1;
-                unpersisted = true;
-                let (seqs, messages): (Vec<u64>, Vec<Outgoing>) =
-                    batch.into_iter().map(|e| (e.seq, e.message)).unzip();
-                let confirms = tokio::spawn(transport.publish_start(messages).await);
-                in_flight.push_back(Round { seqs, confirms });
-                continue;
-            }
-            // Nothing from the cursor on: what was before `end` is gone.
-            cursor = end;
-        }
-        let open = !failed && in_flight.len() < ROUNDS_IN_FLIGHT;
-        if let Some(front) = in_flight.front_mut() {
-            let confirmed = tokio::select! {
-                r = &mut front.confirms => Some(r),
-                // Woken by the writer after its next commit.
-                _ = notify.notified(), if open => None,
-                _ = stop.changed() => None,
-            };
-            if let Some(results) = confirmed {
-                let round = in_flight.pop_front().expect("the front round");
-                let results = results.unwrap_or_else(|e| {
-                    let e = crate::transport::TransportError::Connection(format!(
-                        "confirm task failed: {e}"
-                    ));
-                    vec![Err(e); round.seqs.len()]
-                });
-                if settle(&store, &depth, round.seqs, results).await {
-                    failed = true;
-                } else if !failed {
-                    backoff.reset();
-                }
-            }
-            continue;
-        }
-        // Nothing in flight, nothing to publish: wait for the writer.
-        let quiet = async {
-            if unpersisted {
-                tokio::time::sleep(QUIET).await
-            } else {
-                std::future::pending().await
-            }
-        };
-        tokio::select! {
-            _ = notify.notified() => {}
-            _ = stop.changed() => {}
-            _ = quiet => {
-                persist(&store).await;
-                unpersisted = false;
-            }
-        }
-    }
-}
-
-/// How long the outbox stays empty before its lazy removals are persisted.
-const QUIET: Duration = Duration::from_secs(1);
-/// Confirmed entries waiting for the writer's next transaction at most;
-/// past that the drain removes them in a transaction of its own (draining
-/// a backlog, nothing new is written).
-const REMOVE_AT: usize = 4 * BATCH;
-/// How long a stop waits for the confirms of rounds in flight.
-const STOP_WAIT: Duration = Duration::from_secs(5);
-
-async fn persist(store: &Arc<Store>) {
-    let s = store.clone();
-    match tokio::task::spawn_blocking(move || s.persist()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "persisting outbox removals failed; they may be published again")
-        }
-        Err(e) => tracing::warn!(error = %e, "persisting outbox removals panicked"),
-    }
-}
-
-/// Removes what a round got confirmed; true if any of it failed.
-async fn settle(
-    store: &Arc<Store>,
-    depth: &watch::Sender<u64>,
-    seqs: Vec<u64>,
-    results: Vec<Result<(), crate::transport::TransportError>>,
-) -> bool {
-    let n = seqs.len();
-    let mut confirmed = Vec::with_capacity(n);
-    let mut first_error = None;
-    let mut failures = 0usize;
-    for (i, seq) in seqs.iter().enumerate() {
-        match results.get(i) {
-            Some(Ok(())) => confirmed.push(*seq),
-            Some(Err(e)) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-            None => {
-                failures += 1;
-                first_error.get_or_insert_with(|| "no result from the transport".into());
-            }
-        }
-    }
-    if let Some(error) = first_error {
-        tracing::warn!(%error, failed = failures, of = n, "outbox publish failed; will retry");
-    }
-    if !confirmed.is_empty() {
-        // Removed by the writer's next transaction, or here once many wait:
-        // a crash before the next durable commit only re-publishes them,
-        // and receivers drop copies by id (see `drain`).
-        depth.send_modify(|d| *d = d.saturating_sub(confirmed.len() as u64));
-        if store.confirmed(&confirmed) >= REMOVE_AT {
-            let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.remove_confirmed(false)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "removing confirmed messages from the outbox failed");
-                    return true;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "removing confirmed messages panicked");
-                    return true;
-                }
-            }
-        }
-    }
-    failures > 0
+    let DrainParts { store, depth } = parts;
+    drain::run(store, transport, Depth(depth), drain_config(), stop).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,11 @@
 //! a synced log append; the two files belong together); without a data dir
 //! the database lives in memory (nothing survives the process).
 //!
+//! The outbox's protocol (sequences, the memory of the last commits, the
+//! confirmed entries removed by the next write, reads from a cursor) is
+//! [`mev_store::outbox`]'s, shared with the broker; this module gives it the
+//! adapter's record ([`Messages`]).
+//!
 //! Tables:
 //! - `outbox`: `u64` sequence → record: a version byte, a route tag byte
 //!   (0 ingress, 1 inbox, 2 queue), the route name and the message id (each a
@@ -18,13 +23,13 @@
 //! - `dedup_by_time`: (handled-at ms, key) → `()`, to prune old keys in order.
 
 use crate::transport::{Outgoing, Route};
-use mev_store::engine::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use mev_store::engine::{ReadTransaction, ReadableTable, TableDefinition};
+use mev_store::outbox::{self, Outbox, Schema};
 use mev_store::wal::{Db, Replay};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const OUTBOX: outbox::Def = TableDefinition::new("outbox");
 const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
 const DEDUP_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_by_time");
 /// Every table a write may touch, for the redo log's replay.
@@ -60,34 +65,48 @@ impl From<mev_store::wal::Error> for StoreError {
     }
 }
 
-/// One message of the outbox.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub seq: u64,
-    pub message: Outgoing,
+/// The adapter's outbox entries: the message itself, its record holding
+/// route, message id and envelope (see the module); nothing is written with
+/// a removal.
+pub(crate) struct Messages;
+
+impl Schema for Messages {
+    type Item = Outgoing;
+    type Done = ();
+    type Error = StoreError;
+    type Reader<'t> = ();
+    const TABLE: outbox::Def = OUTBOX;
+
+    fn reader(&self, _tx: &ReadTransaction) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        _reader: &(),
+        seq: u64,
+        record: &[u8],
+        skip: &mut impl FnMut(&str) -> bool,
+    ) -> Result<Option<Outgoing>, StoreError> {
+        // The route first: a skipped entry's envelope is not copied.
+        if skip(route_of(record).ok_or(StoreError::Corrupt(seq))?) {
+            return Ok(None);
+        }
+        decode(record).map(Some).ok_or(StoreError::Corrupt(seq))
+    }
+
+    fn done(&self, _item: &Outgoing) -> Option<()> {
+        None
+    }
 }
 
 /// The adapter's database.
 pub(crate) struct Store {
     db: Db,
-    /// The next outbox sequence. Only the outbox writer inserts, so sequences
-    /// follow commit order.
-    next_seq: AtomicU64,
-    /// The sequence past every committed outbox entry: the drain has
-    /// nothing to read from a cursor at or past it.
-    outbox_end: AtomicU64,
+    outbox: Outbox<Messages>,
     /// Durable (fsynced) write transactions committed so far.
     durable_commits: AtomicU64,
-    /// Outbox entries RabbitMQ confirmed, to be removed by the next write
-    /// transaction (see [`Store::confirmed`]).
-    confirmed: Mutex<Vec<u64>>,
-    /// The entries of the last commits, in order, not yet taken by the
-    /// drain (see [`Store::take_recent`]): at most [`RECENT`].
-    recent: Mutex<std::collections::VecDeque<Entry>>,
 }
-
-/// Committed entries kept in memory for the drain at most.
-const RECENT: usize = 4096;
 
 /// Milliseconds since the epoch now.
 pub(crate) fn now_ms() -> u64 {
@@ -125,59 +144,37 @@ impl Store {
             None => Db::in_memory()?,
         };
         let tx = db.begin(true)?;
-        let next_seq = {
-            let outbox = tx.open(OUTBOX)?;
-            tx.open(DEDUP)?;
-            tx.open(DEDUP_BY_TIME)?;
-            let last = outbox.last()?.map(|(k, _)| k.value());
-            last.map_or(0, |s| s + 1)
-        };
+        let outbox = Outbox::open(Messages, &tx)?;
+        tx.open(DEDUP)?;
+        tx.open(DEDUP_BY_TIME)?;
         tx.commit()?;
         Ok(Store {
             db,
-            next_seq: AtomicU64::new(next_seq),
-            outbox_end: AtomicU64::new(next_seq),
+            outbox,
             durable_commits: AtomicU64::new(0),
-            confirmed: Mutex::new(Vec::new()),
-            recent: Mutex::new(std::collections::VecDeque::new()),
         })
+    }
+
+    /// The outbox (the drain's side of it: [`outbox::drain::Host`]).
+    #[cfg(test)]
+    pub(crate) fn outbox(&self) -> &Outbox<Messages> {
+        &self.outbox
     }
 
     /// In one durable write transaction (one fsync): appends `messages` to
     /// the outbox and marks `handled` keys as handled at `now_ms`; removes
-    /// the entries [`confirmed`](Self::confirmed) since the last write.
+    /// the entries confirmed since the last write.
     pub(crate) fn commit(
         &self,
         messages: &[Outgoing],
         handled: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let removals = self.take_confirmed();
-        let result = self.commit_with(messages, handled, &removals, now_ms);
-        if result.is_err() {
-            self.confirmed(&removals);
-        }
-        result
-    }
-
-    fn commit_with(
-        &self,
-        messages: &[Outgoing],
-        handled: &[String],
-        removals: &[u64],
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let tx = self.db.begin(true)?;
-        let first;
-        {
-            let mut outbox = tx.open(OUTBOX)?;
-            for s in removals {
-                outbox.remove(*s)?;
-            }
-            first = self.next_seq.load(Ordering::Relaxed);
+        self.outbox.write(&self.db, true, |tx, mut outbox, _| {
             for m in messages {
-                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                outbox.insert(seq, encode(m).as_slice())?;
+                // The message stays in memory for the drain (its envelope
+                // shared, not copied).
+                outbox.push(&encode(m), m.clone())?;
             }
             let mut dedup = tx.open(DEDUP)?;
             let mut by_time = tx.open(DEDUP_BY_TIME)?;
@@ -188,119 +185,42 @@ impl Store {
                 }
                 by_time.insert((now_ms, key.as_str()), ())?;
             }
-        }
-        tx.commit()?;
-        if !messages.is_empty() {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.extend(messages.iter().zip(first..).map(|(m, seq)| Entry {
-                seq,
-                message: m.clone(),
-            }));
-            let over = recent.len().saturating_sub(RECENT);
-            recent.drain(..over);
-        }
-        self.outbox_end
-            .fetch_max(self.next_seq.load(Ordering::Relaxed), Ordering::Release);
+            Ok(((), outbox))
+        })?;
         self.durable_commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Up to `limit` entries from sequence `from` on, taken from those the
-    /// last commits put in memory, if the first of them is `from`: what
-    /// [`outbox_batch`](Self::outbox_batch) would read, without a read
-    /// transaction. `None` if they are not there (a restart, a read again
-    /// from the oldest entry, more committed than memory keeps): read them.
-    /// Taken entries leave memory, and so do those before `from`.
-    pub(crate) fn take_recent(&self, from: u64, limit: usize) -> Option<Vec<Entry>> {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = recent.partition_point(|e| e.seq < from);
-        recent.drain(..stale);
-        if recent.front()?.seq != from {
-            return None;
-        }
-        let n = limit.min(recent.len());
-        Some(recent.drain(..n).collect())
-    }
-
-    /// Notes outbox entries RabbitMQ confirmed; returns how many wait to be
-    /// removed. They are removed by the next write transaction (a commit,
-    /// [`remove_confirmed`](Self::remove_confirmed) or
-    /// [`persist`](Self::persist)) rather than one of their own: until then
-    /// a crash only re-publishes them, and receivers drop copies by id.
-    pub(crate) fn confirmed(&self, seqs: &[u64]) -> usize {
-        let mut c = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
-        c.extend_from_slice(seqs);
-        c.len()
-    }
-
-    fn take_confirmed(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// The sequence past every committed outbox entry (entries before it
-    /// are visible to every read transaction begun after this call).
-    pub(crate) fn outbox_end(&self) -> u64 {
-        self.outbox_end.load(Ordering::Acquire)
-    }
-
-    /// The first `limit` outbox entries from sequence `from` on, in order.
-    pub(crate) fn outbox_batch(&self, from: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(OUTBOX)?;
-        let mut out = Vec::new();
-        for item in t.range(from..)?.take(limit) {
-            let (k, v) = item?;
-            let seq = k.value();
-            let message = decode(v.value()).ok_or(StoreError::Corrupt(seq))?;
-            out.push(Entry { seq, message });
-        }
-        Ok(out)
-    }
-
-    /// Removes the entries [`confirmed`](Self::confirmed) so far in a
-    /// transaction of their own; returns how many were there. Lazy (not
-    /// fsynced) unless `durable`: losing a removal only re-publishes a
-    /// message, which receivers drop by its id.
-    pub(crate) fn remove_confirmed(&self, durable: bool) -> Result<u64, StoreError> {
-        let seqs = self.take_confirmed();
-        if seqs.is_empty() && !durable {
-            return Ok(0);
-        }
-        let result = self.remove(&seqs, durable);
-        if result.is_err() {
-            self.confirmed(&seqs);
-        }
-        result
-    }
-
-    fn remove(&self, seqs: &[u64], durable: bool) -> Result<u64, StoreError> {
-        let tx = self.db.begin(durable)?;
-        let mut removed = 0;
-        {
-            let mut t = tx.open(OUTBOX)?;
-            for s in seqs {
-                if t.remove(*s)?.is_some() {
-                    removed += 1;
-                }
-            }
-        }
-        tx.commit()?;
+    /// Removes the entries confirmed so far in a transaction of their own
+    /// (the drain's, when no write of the writer's carries them). Lazy (not
+    /// fsynced) unless `durable`, which also carries every lazy commit
+    /// before it to disk: losing a removal only re-publishes a message,
+    /// which receivers drop by its id.
+    pub(crate) fn remove_confirmed(&self, durable: bool) -> Result<(), StoreError> {
+        self.outbox
+            .write(&self.db, durable, |_, outbox, _| Ok(((), outbox)))?;
         if durable {
             self.durable_commits.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(removed)
+        Ok(())
     }
 
-    /// One durable commit, which removes what was confirmed and carries
-    /// every lazy commit before it to disk.
-    pub(crate) fn persist(&self) -> Result<(), StoreError> {
-        self.remove_confirmed(true).map(|_| ())
+    /// The first `limit` outbox entries from sequence `from` on, in order.
+    #[cfg(test)]
+    pub(crate) fn outbox_batch(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Outgoing)>, StoreError> {
+        Ok(self
+            .outbox
+            .read(&self.db, from, limit, limit, |_| false)?
+            .items)
     }
 
     /// Messages in the outbox.
     pub(crate) fn outbox_len(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
-        Ok(tx.open_table(OUTBOX)?.len()?)
+        self.outbox.len(&self.db)
     }
 
     /// Whether `key` was handled (and not yet pruned).
@@ -344,11 +264,25 @@ impl Store {
     /// Keys in the dedup index (tests).
     #[cfg(test)]
     pub(crate) fn dedup_len(&self) -> Result<(u64, u64), StoreError> {
+        use mev_store::engine::ReadableTableMetadata;
         let tx = self.db.begin_read()?;
         Ok((
             tx.open_table(DEDUP)?.len()?,
             tx.open_table(DEDUP_BY_TIME)?.len()?,
         ))
+    }
+}
+
+impl outbox::drain::Host for Store {
+    type Schema = Messages;
+    fn outbox(&self) -> &Outbox<Messages> {
+        &self.outbox
+    }
+    fn db(&self) -> &Db {
+        &self.db
+    }
+    fn remove_confirmed(&self, durable: bool) -> Result<(), StoreError> {
+        Store::remove_confirmed(self, durable)
     }
 }
 
@@ -382,6 +316,14 @@ fn encode(m: &Outgoing) -> Vec<u8> {
     out
 }
 
+/// The route's name in an outbox record (`Item::route` of its message).
+fn route_of(record: &[u8]) -> Option<&str> {
+    let (&[RECORD_V1, 0..=2], mut rest) = record.split_first_chunk::<2>()? else {
+        return None;
+    };
+    take_str(&mut rest)
+}
+
 /// The message of an outbox record.
 fn decode(record: &[u8]) -> Option<Outgoing> {
     let (&[version, tag], mut rest) = record.split_first_chunk::<2>()?;
@@ -406,6 +348,7 @@ fn decode(record: &[u8]) -> Option<Outgoing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mev_store::outbox::Item;
 
     fn msg(route: Route, id: &str, body: &[u8]) -> Outgoing {
         Outgoing {
@@ -423,6 +366,7 @@ mod tests {
             msg(Route::Queue("ns.inbox.X".into()), "x", &[0, 1, 2, 255]),
         ] {
             let back = decode(&encode(&m)).expect("decodes");
+            assert_eq!(route_of(&encode(&m)), Some(m.route()));
             assert_eq!(back.route, m.route);
             assert_eq!(back.message_id, m.message_id);
             assert_eq!(back.body, m.body);
@@ -430,45 +374,50 @@ mod tests {
         assert!(decode(&[]).is_none());
         assert!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
         assert!(decode(&[RECORD_V1, 0, 200, 0, 0, 0]).is_none());
+        assert!(route_of(&[RECORD_V1, 3, 0, 0, 0, 0]).is_none());
     }
 
+    /// The glue of the shared outbox (`mev_store::outbox`, tested there):
+    /// what the writer commits is in memory for the drain, as a read of the
+    /// adapter's records gives it; and commit 5d86566's case through the
+    /// adapter's store: entries a read of the store passed, published,
+    /// confirmed and removed, do not come back from memory when the drain
+    /// reads again from the oldest entry (the adapter's old `take_recent`
+    /// kept them).
     #[test]
-    fn the_drain_takes_what_was_just_committed_from_memory_in_order() {
+    fn memory_gives_what_the_store_gives_and_nothing_a_read_passed() {
         let s = Store::open(None, "A").unwrap();
-        let ids = |b: &[Entry]| {
-            b.iter()
-                .map(|e| e.message.message_id.clone())
-                .collect::<Vec<_>>()
-        };
         let ms: Vec<_> = (0..6u8)
             .map(|i| msg(Route::Ingress, &format!("m{i}"), &[i]))
             .collect();
         s.commit(&ms[..4], &[], 1).unwrap();
         s.commit(&ms[4..], &[], 1).unwrap();
-        // From the first: what a read would give, in order, across commits.
-        let first = s.take_recent(0, 3).unwrap();
-        assert_eq!(ids(&first), ["m0", "m1", "m2"]);
-        assert_eq!(ids(&first), ids(&s.outbox_batch(0, 3).unwrap()));
-        // Taken entries are gone from memory: a read again from the oldest
-        // entry goes to the store.
-        assert!(s.take_recent(0, 3).is_none());
-        // Skipping past some drops them.
-        assert_eq!(ids(&s.take_recent(4, 10).unwrap()), ["m4", "m5"]);
-        assert!(
-            s.take_recent(6, 10).is_none(),
-            "nothing committed past the end"
-        );
-        // Memory keeps the last RECENT entries: older ones are read.
-        let many: Vec<_> = (0..RECENT + 10)
-            .map(|i| msg(Route::Ingress, &format!("n{i}"), b"x"))
-            .collect();
-        s.commit(&many, &[], 2).unwrap();
-        assert!(s.take_recent(6, 10).is_none());
-        let from = 6 + 10;
-        assert_eq!(
-            s.take_recent(from as u64, 1).unwrap()[0].message.message_id,
-            "n10"
-        );
+        let ids = |b: &[(u64, Outgoing)]| {
+            b.iter()
+                .map(|(_, m)| m.message_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let memory = s.outbox().take_recent(4, 10, 10, |_| false).unwrap();
+        let stored = s.outbox_batch(0, 6).unwrap();
+        assert_eq!(ids(&memory.items), ["m4", "m5"]);
+        for ((seq, got), (want_seq, want)) in memory.items.iter().zip(&stored[4..]) {
+            assert_eq!(seq, want_seq);
+            assert_eq!((&got.route, &got.body), (&want.route, &want.body));
+        }
+        // Read from the store (as after a restart, or past a gap) while
+        // memory still holds them: published, confirmed, removed.
+        s.commit(&[msg(Route::Ingress, "m6", b"6")], &[], 2)
+            .unwrap();
+        let read = s.outbox_batch(0, 7).unwrap();
+        assert_eq!(ids(&read), ["m0", "m1", "m2", "m3", "m4", "m5", "m6"]);
+        s.outbox().confirmed(read.iter().map(|(seq, _)| *seq), []);
+        s.remove_confirmed(false).unwrap();
+        // The drain starts again from the oldest entry: nothing there, in
+        // memory either.
+        assert!(s.outbox().take_recent(0, 10, 10, |_| false).is_none());
+        assert!(s.outbox().take_recent(6, 10, 10, |_| false).is_none());
+        assert!(s.outbox_batch(0, 10).unwrap().is_empty());
+        assert_eq!(s.outbox_len().unwrap(), 0);
     }
 
     #[test]
@@ -479,32 +428,33 @@ mod tests {
             let ms: Vec<_> = (0..5u8)
                 .map(|i| msg(Route::Ingress, &format!("m{i}"), &[i]))
                 .collect();
-            assert_eq!(s.outbox_end(), 0);
+            assert_eq!(s.outbox().end(), 0);
             s.commit(&ms[..2], &[], 1).unwrap();
-            assert_eq!(s.outbox_end(), 2, "the end follows each commit");
+            assert_eq!(s.outbox().end(), 2, "the end follows each commit");
             s.commit(&ms[2..], &["req-1".into()], 2).unwrap();
             assert_eq!(s.durable_commits(), 2);
             let b = s.outbox_batch(0, 3).unwrap();
             assert_eq!(
                 b.iter()
-                    .map(|e| e.message.message_id.as_str())
+                    .map(|(_, m)| m.message_id.as_str())
                     .collect::<Vec<_>>(),
                 ["m0", "m1", "m2"]
             );
-            assert_eq!(s.confirmed(&[b[0].seq, b[0].seq]), 2);
-            assert_eq!(s.remove_confirmed(false).unwrap(), 1);
+            assert_eq!(s.outbox().confirmed([b[0].0, b[0].0], []), 2);
+            s.remove_confirmed(false).unwrap();
+            assert_eq!(s.outbox_len().unwrap(), 4);
             // Confirmed entries go with the next write transaction.
-            assert_eq!(s.confirmed(&[b[1].seq]), 1);
+            assert_eq!(s.outbox().confirmed([b[1].0], []), 1);
             s.commit(&[], &["req-2".into()], 3).unwrap();
-            assert_eq!(s.confirmed(&[]), 0);
-            assert_eq!(s.outbox_batch(0, 1).unwrap()[0].seq, b[2].seq);
+            assert_eq!(s.outbox().confirmed_len(), 0);
+            assert_eq!(s.outbox_batch(0, 1).unwrap()[0].0, b[2].0);
         }
         assert!(dir.path().join("adapter-UZ_GNK.redb").exists());
         let s = Store::open(Some(dir.path()), "UZ/GNK").unwrap();
         // The lazy removal was made durable by closing the database.
         assert_eq!(s.outbox_len().unwrap(), 3);
         // The drain reads from a cursor below the end: the backlog goes out.
-        assert_eq!(s.outbox_end(), 5);
+        assert_eq!(s.outbox().end(), 5);
         assert!(s.handled("req-1").unwrap());
         assert!(s.handled("req-2").unwrap());
         s.commit(&[msg(Route::Ingress, "m5", b"5")], &[], 3)
@@ -513,7 +463,7 @@ mod tests {
             .outbox_batch(0, 100)
             .unwrap()
             .into_iter()
-            .map(|e| e.message.message_id)
+            .map(|(_, m)| m.message_id)
             .collect();
         assert_eq!(ids, ["m2", "m3", "m4", "m5"], "new ones after old");
     }

@@ -16,8 +16,7 @@ use std::path::Path;
 /// message id → 32-byte digest + 8-byte accepted-at (ms, little endian).
 mod journal;
 mod queues;
-pub use queues::OutboxRead;
-use queues::{Confirmed, Recent};
+pub use queues::{Entries, OutboxItem, OutboxRead, Queued};
 
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
 /// (accepted-at ms, message id): the dedup index in time order, for pruning.
@@ -27,7 +26,7 @@ const ACCEPTED_AT: TableDefinition<(i64, &str), ()> = TableDefinition::new("acce
 const TIMERS: TableDefinition<(i64, &str, u8), ()> = TableDefinition::new("timers");
 /// sequence → JSON [`OutboxEntry`]: what is still to be published. The body
 /// is the envelope in the journal entry the outbox entry names.
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const OUTBOX: mev_store::outbox::Def = TableDefinition::new("outbox");
 /// request id → JSON [`OpenRequest`].
 const OPEN_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("open_requests");
 /// sequence → one journal entry ([`crate::journal::entry`]): the append-only,
@@ -151,24 +150,16 @@ pub struct Timer {
 /// The broker's database.
 pub struct Store {
     db: Db,
-    /// Woken after a commit that put something in the outbox.
-    outbox_signal: tokio::sync::Notify,
+    /// The outbox ([`mev_store::outbox`], shared with the adapter): its
+    /// sequence, the memory of the last commits' entries with their
+    /// envelopes, the confirmed entries and their `Delivered` events that
+    /// the next write transaction removes and journals (see
+    /// [`Store::outbox_confirmed`]).
+    outbox: mev_store::outbox::Outbox<Entries>,
     /// Woken after a commit that armed a timer.
     timer_signal: tokio::sync::Notify,
     /// Agency → time zone, for the local times in journal entries.
     zones: std::sync::OnceLock<std::collections::HashMap<String, chrono_tz::Tz>>,
-    /// The outbox sequence past every committed entry (at open: past the
-    /// last one stored). New entries always go after it, even once the
-    /// outbox has emptied, so the drain reads on from a cursor, and a
-    /// cursor at it has nothing to read.
-    outbox_floor: std::sync::atomic::AtomicU64,
-    /// Outbox entries RabbitMQ confirmed and their `Delivered` events, for
-    /// the next write transaction to remove and journal together (see
-    /// [`Store::outbox_confirmed`]).
-    confirmed: std::sync::Mutex<Confirmed>,
-    /// The outbox entries of the last commits with their envelopes, not yet
-    /// taken by the drain (see [`Store::outbox_recent`]).
-    recent: std::sync::Mutex<Recent>,
 }
 
 /// What the dedup index knows of a message id.
@@ -229,17 +220,14 @@ impl Store {
         tx.open(CHECKPOINTS)?;
         tx.open(ENVELOPES)?;
         tx.open(ACCEPTED_AT)?;
-        let outbox_end = last_key(&*tx.open(OUTBOX)?)?.map_or(0, |s| s + 1);
+        let outbox = mev_store::outbox::Outbox::open(Entries, &tx)?;
         tx.open(TIMERS)?;
         tx.commit()?;
         Ok(Store {
             db,
-            outbox_signal: tokio::sync::Notify::new(),
+            outbox,
             timer_signal: tokio::sync::Notify::new(),
             zones: std::sync::OnceLock::new(),
-            outbox_floor: std::sync::atomic::AtomicU64::new(outbox_end),
-            confirmed: std::sync::Mutex::new(Confirmed::default()),
-            recent: std::sync::Mutex::new(Recent::default()),
         })
     }
 
@@ -260,101 +248,63 @@ impl Store {
         self.write_with(false, f)
     }
 
+    /// One write transaction; the outbox's part (the confirmed entries
+    /// removed and their deliveries journalled first, the entries enqueued
+    /// kept in memory once it commits) is [`mev_store::outbox::Outbox::write`]'s.
     fn write_with<R>(
         &self,
         durable: bool,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        // What was confirmed since the last write goes with this one.
-        let confirmed = std::mem::take(&mut *self.confirmed());
-        let result = self.write_confirmed(durable, &confirmed, f);
-        if result.is_err() {
-            self.confirmed().put_back(confirmed);
-        }
-        result
-    }
-
-    fn confirmed(&self) -> std::sync::MutexGuard<'_, Confirmed> {
-        self.confirmed.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_confirmed<R>(
-        &self,
-        durable: bool,
-        confirmed: &Confirmed,
-        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let tx = self.db.begin(durable)?;
-        let (r, fresh, armed, next_outbox) = {
-            let next_seq = last_key(&*tx.open(JOURNAL)?)?.map_or(0, |s| s + 1);
-            let next_outbox = last_key(&*tx.open(OUTBOX)?)?
-                .map_or(0, |s| s + 1)
-                .max(self.outbox_floor.load(std::sync::atomic::Ordering::Relaxed));
-            let mut meta = tx.open(META)?;
-            let frontier = match meta.get("frontier")? {
-                Some(v) => Frontier::deserialize(v.value()).map_err(|_| {
-                    StoreError::Journal("the Merkle frontier does not decode".into())
-                })?,
-                None => Frontier::new(),
-            };
-            let last_leaf = meta
-                .get("last_leaf")?
-                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
-            if frontier.size() != next_seq {
-                return Err(StoreError::Journal(format!(
-                    "the Merkle tree has {} leaves but the journal {next_seq} entries",
-                    frontier.size()
-                )));
-            }
-            let mut txn = Txn {
-                messages: tx.open(MESSAGES)?,
-                accepted_at: tx.open(ACCEPTED_AT)?,
-                open: tx.open(OPEN_REQUESTS)?,
-                journal: tx.open(JOURNAL)?,
-                leaves: tx.open(LEAVES)?,
-                by_message: tx.open(BY_MESSAGE)?,
-                outbox: tx.open(OUTBOX)?,
-                timers: tx.open(TIMERS)?,
-                zones: self.zones.get(),
-                frontier,
-                last_leaf,
-                appended: false,
-                next_seq,
-                next_outbox,
-                fresh: Vec::new(),
-                armed: false,
-            };
-            for seq in &confirmed.seqs {
-                txn.outbox.remove(seq)?;
-            }
-            for e in &confirmed.delivered {
-                txn.record(e)?;
-            }
-            let r = f(&mut txn)?;
-            if txn.appended {
-                meta.insert("frontier", txn.frontier.serialize().as_slice())?;
-                if let Some(l) = &txn.last_leaf {
-                    meta.insert("last_leaf", l.as_slice())?;
+        let zones = self.zones.get();
+        let (r, armed) = self
+            .outbox
+            .write(&self.db, durable, |tx, outbox, delivered| {
+                let next_seq = last_key(&*tx.open(JOURNAL)?)?.map_or(0, |s| s + 1);
+                let mut meta = tx.open(META)?;
+                let frontier = match meta.get("frontier")? {
+                    Some(v) => Frontier::deserialize(v.value()).map_err(|_| {
+                        StoreError::Journal("the Merkle frontier does not decode".into())
+                    })?,
+                    None => Frontier::new(),
+                };
+                let last_leaf = meta
+                    .get("last_leaf")?
+                    .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+                if frontier.size() != next_seq {
+                    return Err(StoreError::Journal(format!(
+                        "the Merkle tree has {} leaves but the journal {next_seq} entries",
+                        frontier.size()
+                    )));
                 }
-            }
-            (r, txn.fresh, txn.armed, txn.next_outbox)
-        };
-        tx.commit()?;
-        let enqueued = !fresh.is_empty();
-        if enqueued {
-            // Before the floor moves: a drain that sees the new floor finds
-            // these in memory, or reads them (committed, so visible).
-            self.recent().keep(fresh);
-        }
-        self.outbox_floor
-            .fetch_max(next_outbox, std::sync::atomic::Ordering::Release);
-        if enqueued {
-            self.outbox_signal.notify_one();
-        }
+                let mut txn = Txn {
+                    messages: tx.open(MESSAGES)?,
+                    accepted_at: tx.open(ACCEPTED_AT)?,
+                    open: tx.open(OPEN_REQUESTS)?,
+                    journal: tx.open(JOURNAL)?,
+                    leaves: tx.open(LEAVES)?,
+                    by_message: tx.open(BY_MESSAGE)?,
+                    outbox,
+                    timers: tx.open(TIMERS)?,
+                    zones,
+                    frontier,
+                    last_leaf,
+                    appended: false,
+                    next_seq,
+                    armed: false,
+                };
+                for e in delivered {
+                    txn.record(e)?;
+                }
+                let r = f(&mut txn)?;
+                if txn.appended {
+                    meta.insert("frontier", txn.frontier.serialize().as_slice())?;
+                    if let Some(l) = &txn.last_leaf {
+                        meta.insert("last_leaf", l.as_slice())?;
+                    }
+                }
+                Ok(((r, txn.armed), txn.outbox))
+            })?;
         if armed {
             self.timer_signal.notify_one();
         }
@@ -365,7 +315,7 @@ impl Store {
     /// to read from a cursor at or past it (entries before it are visible to
     /// every read transaction begun after this call).
     pub fn outbox_end(&self) -> u64 {
-        self.outbox_floor.load(std::sync::atomic::Ordering::Acquire)
+        self.outbox.end()
     }
 
     /// What the store's redo log has done since open (replayed records,
@@ -491,13 +441,11 @@ pub struct Txn<'a> {
     frontier: Frontier,
     last_leaf: Option<Hash>,
     appended: bool,
-    outbox: Table<'a, u64, &'static [u8]>,
+    /// The outbox's part of the transaction: what it enqueues is kept in
+    /// memory, with the envelopes, once it commits.
+    outbox: mev_store::outbox::Writer<'a, Entries>,
     timers: Table<'a, (i64, &'static str, u8), ()>,
     next_seq: u64,
-    next_outbox: u64,
-    /// What this transaction put in the outbox, with the envelopes, for
-    /// [`Store::outbox_recent`] once it commits.
-    fresh: Vec<queues::Fresh>,
     armed: bool,
 }
 

@@ -3,8 +3,99 @@
 //! that wake their tasks.
 
 use super::*;
-use std::collections::BTreeMap;
+use mev_store::engine::{ReadOnlyTable, ReadTransaction};
+use mev_store::outbox::{Item, Read, Schema};
+use mev_transport::{Outgoing, Route};
 use std::sync::Arc;
+
+/// An outbox entry as the drain holds it: the entry and its envelope
+/// (`None` if the envelope is missing, which cannot happen: it is written in
+/// the entry's transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub entry: OutboxEntry,
+    pub body: Option<Arc<[u8]>>,
+}
+
+impl Item for Queued {
+    fn route(&self) -> &str {
+        &self.entry.to
+    }
+    fn size(&self) -> usize {
+        self.body.as_ref().map_or(0, |b| b.len())
+    }
+    fn message(&self) -> Option<Outgoing> {
+        Some(Outgoing {
+            route: Route::Inbox(self.entry.to.clone()),
+            body: self.body.clone()?,
+            message_id: self.entry.message_id.clone(),
+        })
+    }
+}
+
+/// The broker's outbox entries for [`mev_store::outbox`]: a record is a
+/// JSON [`OutboxEntry`] naming the journal entry that holds its envelope
+/// (the envelopes table in older stores); a delivered forward's removal
+/// journals a `Delivered` event in the same transaction.
+pub struct Entries;
+
+impl Schema for Entries {
+    type Item = Queued;
+    type Done = Event;
+    type Error = StoreError;
+    type Reader<'t> = (
+        ReadOnlyTable<u64, &'static [u8]>,
+        ReadOnlyTable<&'static str, &'static [u8]>,
+    );
+    const TABLE: mev_store::outbox::Def = OUTBOX;
+
+    fn reader(&self, tx: &ReadTransaction) -> Result<Self::Reader<'_>, StoreError> {
+        Ok((tx.open_table(JOURNAL)?, tx.open_table(ENVELOPES)?))
+    }
+
+    fn read(
+        &self,
+        (journal, envelopes): &Self::Reader<'_>,
+        _seq: u64,
+        record: &[u8],
+        skip: &mut impl FnMut(&str) -> bool,
+    ) -> Result<Option<Queued>, StoreError> {
+        let entry: OutboxEntry = serde_json::from_slice(record)?;
+        if skip(&entry.to) {
+            return Ok(None);
+        }
+        let body = match entry.entry {
+            Some(seq) => journal
+                .get(seq)?
+                .and_then(|b| crate::journal::entry::envelope_of(b.value()).map(Arc::from)),
+            None => envelopes
+                .get(entry.message_id.as_str())?
+                .map(|b| Arc::from(b.value())),
+        };
+        Ok(Some(Queued { entry, body }))
+    }
+
+    fn done(&self, q: &Queued) -> Option<Event> {
+        (q.entry.purpose == Purpose::Forward).then(|| Event {
+            message_id: q.entry.message_id.clone(),
+            recipient: q.entry.to.clone(),
+            ..Event::new(chrono::Utc::now().timestamp_millis(), EventKind::Delivered)
+        })
+    }
+}
+
+impl mev_store::outbox::drain::Host for Store {
+    type Schema = Entries;
+    fn outbox(&self) -> &mev_store::outbox::Outbox<Entries> {
+        &self.outbox
+    }
+    fn db(&self) -> &Db {
+        &self.db
+    }
+    fn remove_confirmed(&self, durable: bool) -> Result<(), StoreError> {
+        self.write_with(durable, |_| Ok(()))
+    }
+}
 
 /// An outbox entry read: (sequence, entry, envelope); `None` when the
 /// envelope is missing.
@@ -20,82 +111,15 @@ pub struct OutboxRead {
     pub next: u64,
 }
 
-/// Confirmed outbox entries waiting for a write transaction.
-#[derive(Default)]
-pub(super) struct Confirmed {
-    pub(super) seqs: Vec<u64>,
-    pub(super) delivered: Vec<Event>,
-}
-
-impl Confirmed {
-    /// Back in front of what was confirmed since it was taken.
-    pub(super) fn put_back(&mut self, mut earlier: Confirmed) {
-        earlier.seqs.append(&mut self.seqs);
-        earlier.delivered.append(&mut self.delivered);
-        *self = earlier;
-    }
-}
-
-/// An outbox entry a transaction made: (sequence, entry, envelope).
-pub(super) type Fresh = (u64, OutboxEntry, Arc<[u8]>);
-
-/// Outbox entries kept in memory for the drain at most, and their bytes.
-pub(super) const RECENT: usize = 4096;
-const RECENT_BYTES: usize = 32 << 20;
-
-/// The outbox entries of the last commits, with their envelopes, by
-/// sequence: what the drain would read back, kept so that it need not.
-/// Commits finish in any order, so a sequence may be missing for a moment;
-/// the drain then reads from the store, which has it.
-///
-/// Only entries no read has passed yet are kept: an entry that was read
-/// (from here or from the store) may have been published and removed, and
-/// must not come back from here after the drain starts again from the
-/// oldest entry.
-#[derive(Default)]
-pub(super) struct Recent {
-    entries: BTreeMap<u64, (OutboxEntry, Arc<[u8]>)>,
-    bytes: usize,
-    /// Past every entry any read has looked at.
-    passed: u64,
-}
-
-impl Recent {
-    /// Keeps a commit's entries, forgetting the oldest beyond the limits.
-    pub(super) fn keep(&mut self, fresh: Vec<Fresh>) {
-        for (seq, entry, body) in fresh {
-            if seq < self.passed {
-                // Read from the store between its commit and now.
-                continue;
-            }
-            self.bytes += body.len();
-            if let Some((_, old)) = self.entries.insert(seq, (entry, body)) {
-                self.bytes -= old.len();
-            }
-        }
-        while self.entries.len() > RECENT || self.bytes > RECENT_BYTES {
-            match self.entries.pop_first() {
-                Some((_, (_, body))) => self.bytes -= body.len(),
-                None => break,
-            }
-        }
-    }
-
-    fn pop_first(&mut self) -> Option<(u64, OutboxEntry, Arc<[u8]>)> {
-        let (seq, (entry, body)) = self.entries.pop_first()?;
-        self.bytes -= body.len();
-        Some((seq, entry, body))
-    }
-
-    /// A read looked at everything before `next`: forgets it.
-    fn pass(&mut self, next: u64) {
-        self.passed = self.passed.max(next);
-        while self
-            .entries
-            .first_key_value()
-            .is_some_and(|(s, _)| *s < self.passed)
-        {
-            self.pop_first();
+impl From<Read<Queued>> for OutboxRead {
+    fn from(read: Read<Queued>) -> Self {
+        OutboxRead {
+            items: read
+                .items
+                .into_iter()
+                .map(|(seq, q)| (seq, q.entry, q.body))
+                .collect(),
+            next: read.next,
         }
     }
 }
@@ -103,43 +127,18 @@ impl Recent {
 impl Store {
     /// What [`Store::outbox_next`] would read from `from` on, taken from
     /// the entries the last commits left in memory, if `from` is among
-    /// them: no read transaction, no decoding, no copy of the envelopes.
-    /// `None` if it is not (a restart, a read again from the oldest entry,
-    /// more committed than memory keeps, a commit not yet noted): read the
-    /// store. Entries taken or skipped leave memory, and so do those before
-    /// `from` or before what any read passed (see [`Recent`]); only entries
-    /// from `from` on without a gap are taken, so the read goes on past them
-    /// as a store read would.
+    /// them (see [`mev_store::outbox::Outbox::take_recent`]; the drain
+    /// calls that itself).
     pub fn outbox_recent(
         &self,
         from: u64,
         scan: usize,
         take: usize,
-        mut skip: impl FnMut(&OutboxEntry) -> bool,
+        skip: impl FnMut(&str) -> bool,
     ) -> Option<OutboxRead> {
-        let mut recent = self.recent();
-        recent.pass(from);
-        if *recent.entries.first_key_value()?.0 != from {
-            return None;
-        }
-        let mut read = OutboxRead {
-            items: Vec::new(),
-            next: from,
-        };
-        let mut looked = 0;
-        while looked < scan && read.items.len() < take {
-            if recent.entries.first_key_value().map(|(s, _)| *s) != Some(read.next) {
-                break;
-            }
-            let (seq, entry, body) = recent.pop_first()?;
-            read.next = seq + 1;
-            looked += 1;
-            if !skip(&entry) {
-                read.items.push((seq, entry, Some(body)));
-            }
-        }
-        recent.pass(read.next);
-        Some(read)
+        self.outbox
+            .take_recent(from, scan, take, skip)
+            .map(OutboxRead::from)
     }
 
     /// Resolves after a commit that armed a timer.
@@ -175,52 +174,22 @@ impl Store {
     /// Resolves after a commit that put something in the outbox (or at once
     /// if one happened since the last wait).
     pub async fn outbox_changed(&self) {
-        self.outbox_signal.notified().await
+        self.outbox.changed().await
     }
 
     /// Up to `take` outbox entries in order from sequence `from` on, with
     /// their envelopes, among the first `scan` entries there, skipping those
-    /// `skip` says to (recipients in back-off). Entries whose envelope is
+    /// to recipients `skip` names (in back-off). Entries whose envelope is
     /// missing are returned with `None`. Memory forgets the entries it
-    /// passed (see [`Store::outbox_recent`]).
+    /// passed (see [`mev_store::outbox::Outbox::read`]).
     pub fn outbox_next(
         &self,
         from: u64,
         scan: usize,
         take: usize,
-        mut skip: impl FnMut(&OutboxEntry) -> bool,
+        skip: impl FnMut(&str) -> bool,
     ) -> Result<OutboxRead, StoreError> {
-        let tx = self.db.begin_read()?;
-        let outbox = tx.open_table(OUTBOX)?;
-        let envelopes = tx.open_table(ENVELOPES)?;
-        let journal = tx.open_table(JOURNAL)?;
-        let mut read = OutboxRead {
-            items: Vec::new(),
-            next: from,
-        };
-        for item in outbox.range(from..)?.take(scan) {
-            let (k, v) = item?;
-            read.next = k.value() + 1;
-            let entry: OutboxEntry = serde_json::from_slice(v.value())?;
-            if skip(&entry) {
-                continue;
-            }
-            let body = match entry.entry {
-                Some(seq) => journal
-                    .get(seq)?
-                    .and_then(|b| crate::journal::entry::envelope_of(b.value()).map(Arc::from)),
-                None => envelopes
-                    .get(entry.message_id.as_str())?
-                    .map(|b| Arc::from(b.value())),
-            };
-            read.items.push((k.value(), entry, body));
-            if read.items.len() >= take {
-                break;
-            }
-        }
-        // What this read passed may be published now: not again from memory.
-        self.recent().pass(read.next);
-        Ok(read)
+        Ok(self.outbox.read(&self.db, from, scan, take, skip)?.into())
     }
 
     /// The oldest journal entry an outbox entry still publishes from: the
@@ -255,9 +224,7 @@ impl Store {
             return Ok(());
         }
         self.write_lazy(|t| {
-            for s in seqs {
-                t.outbox.remove(s)?;
-            }
+            t.outbox.remove(seqs)?;
             for e in delivered {
                 t.record(e)?;
             }
@@ -272,21 +239,19 @@ impl Store {
     /// and journals them in one, as [`Store::outbox_remove`] would: at low
     /// load that saves a transaction per round published.
     pub fn outbox_confirmed(&self, seqs: Vec<u64>, delivered: Vec<Event>) -> usize {
-        let mut c = self.confirmed();
-        c.seqs.extend(seqs);
-        c.delivered.extend(delivered);
-        c.seqs.len()
+        self.outbox.confirmed(seqs, delivered)
     }
 
-    /// How many confirmed entries wait for a write transaction.
+    /// How many confirmed entries (or their events) wait for a write
+    /// transaction.
     pub fn outbox_confirmed_len(&self) -> usize {
-        self.confirmed().seqs.len()
+        self.outbox.confirmed_len()
     }
 
     /// Removes and journals what [`Store::outbox_confirmed`] noted, in a
     /// lazy transaction of its own (if anything waits).
     pub fn outbox_remove_confirmed(&self) -> Result<(), StoreError> {
-        if self.outbox_confirmed_len() == 0 && self.confirmed().delivered.is_empty() {
+        if self.outbox_confirmed_len() == 0 {
             return Ok(());
         }
         self.write_lazy(|_| Ok(()))
@@ -352,11 +317,13 @@ impl Txn<'_> {
     /// after the commit (see [`Store::outbox_recent`]), the store's when it
     /// has to read.
     pub fn enqueue(&mut self, entry: &OutboxEntry, envelope: &[u8]) -> Result<u64, StoreError> {
-        let seq = self.next_outbox;
         let bytes = serde_json::to_vec(entry)?;
-        self.outbox.insert(seq, bytes.as_slice())?;
-        self.next_outbox += 1;
-        self.fresh.push((seq, entry.clone(), Arc::from(envelope)));
-        Ok(seq)
+        self.outbox.push(
+            &bytes,
+            Queued {
+                entry: entry.clone(),
+                body: Some(Arc::from(envelope)),
+            },
+        )
     }
 }

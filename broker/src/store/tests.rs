@@ -157,7 +157,7 @@ fn outbox_survives_reopen_keeps_order_and_skips() {
     let ids: Vec<_> = all.iter().map(|(_, e, _)| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m0", "m1", "m2", "m3"]);
     assert_eq!(all[2].2.as_deref(), Some(&b"m2"[..]));
-    let not_a = store.outbox_next(0, 100, 1, |e| e.to == "A").unwrap();
+    let not_a = store.outbox_next(0, 100, 1, |to| to == "A").unwrap();
     assert_eq!(not_a.next, 2, "past the skipped entry and the one taken");
     let not_a = not_a.items;
     assert_eq!(not_a[0].1.message_id, "m1");
@@ -331,7 +331,7 @@ fn fresh_outbox_entries_are_taken_from_memory_as_the_store_would_give_them() {
     assert!(failed.is_err());
 
     // Skipping A: m0 skipped, m1 taken, and the read stops after `take`.
-    let first = store.outbox_recent(0, 100, 1, |e| e.to == "A").unwrap();
+    let first = store.outbox_recent(0, 100, 1, |to| to == "A").unwrap();
     assert_eq!(ids(&first), ["m1"]);
     assert_eq!(first.next, 2);
     let rest = store.outbox_recent(2, 100, 100, |_| false).unwrap();
@@ -358,7 +358,7 @@ fn fresh_outbox_entries_are_taken_from_memory_as_the_store_would_give_them() {
     // newest come from memory, and the two meet without a gap.
     store
         .write(|t| {
-            for i in 0..queues::RECENT + 10 {
+            for i in 0..mev_store::outbox::RECENT + 10 {
                 forward(t, "B", &format!("n{i}"), 1)?;
             }
             Ok(())
