@@ -576,6 +576,15 @@ impl Db {
         self.begin(true)?.commit_with(Mode::Close)
     }
 
+    /// Poisons the log because the owner saw the database fail outside a
+    /// commit (an I/O error of redb's inside a transaction): every later
+    /// commit fails, as after a failed commit. No-op for a store in memory.
+    pub fn fail(&self, reason: &str) {
+        if let Some(mut log) = self.log() {
+            log.poison(&reason);
+        }
+    }
+
     /// Why the store failed, if its log is poisoned (see [`Error::Poisoned`]).
     pub fn failure(&self) -> Option<String> {
         self.log().and_then(|l| l.poisoned.clone())
