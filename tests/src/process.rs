@@ -233,6 +233,24 @@ impl BrokerProcess {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// Waits (at most [`crate::WAIT`]) for `/readyz` to say 200: its first
+    /// queue poll takes up to a second.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + crate::WAIT;
+        loop {
+            let r = self.readyz().await;
+            if r.as_ref().is_some_and(|(s, _)| *s == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz not 200 within {:?}: {r:?}",
+                crate::WAIT
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `GET /readyz`: the status and the body (None if it does not answer).
     pub async fn readyz(&self) -> Option<(u16, String)> {
         let url = format!("http://{}/readyz", self.http);

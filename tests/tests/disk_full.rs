@@ -60,8 +60,7 @@ async fn a_full_disk_stops_the_broker_and_a_restart_loses_nothing_accepted() {
     let mut rig = Rig::new(0, WINDOW).await;
     let data = tmpfs.path().join("broker");
     let mut broker = BrokerProcess::spawn(&rig, exe, &data, None, "broker-1").await;
-    let (ready, _) = broker.readyz().await.expect("/readyz answers");
-    assert_eq!(ready, 200, "ready before the disk fills");
+    broker.wait_ready().await;
     rig.connect(&rig.cast.provider.clone()).await;
     rig.connect(&rig.cast.consumer.clone()).await;
 
