@@ -211,6 +211,12 @@ impl Store {
         result
     }
 
+    /// Fails the store as a failed write would (tests of what follows).
+    #[cfg(test)]
+    pub(crate) fn fail_for_test(&self, reason: &str) {
+        self.db.fail(reason);
+    }
+
     /// Closes the store cleanly when the adapter stops: a checkpoint, and
     /// the redo log emptied. Fails if the store has failed.
     pub(crate) fn close(&self) -> Result<(), StoreError> {
