@@ -19,7 +19,7 @@
 //!    for a transaction of [`DIRECT_BYTES`] or more (a large batch), and at
 //!    [`Db::close`], a commit is made durable by redb itself
 //!    and records the last log sequence it covers; the log then starts over
-//!    from the beginning of its file (redb keeps the pages of commits it has
+//!    just past its file's header (redb keeps the pages of commits it has
 //!    not synced in memory, so a checkpoint writes what 128 commits changed:
 //!    a pause of tens of milliseconds in a busy store, BENCHMARKS.md);
 //! 4. at open, the records after that sequence are replayed, in order, in
@@ -41,7 +41,10 @@
 //! ext4 takes 40 % off an `fdatasync` (0.16 against 0.27 ms for a 3 KB
 //! record here, BENCHMARKS.md). What lies past the newest record is older
 //! records (their sequences are at most the checkpoint's) or zeros, and the
-//! replay stops at the first of either.
+//! replay stops at the first of either (a record not newer than the one
+//! before it). Records at the start not newer than the database's last
+//! sequence are skipped, not applied: a checkpoint or an interrupted
+//! replay's chunk covers them.
 //!
 //! Replaying the recorded inserts and removes in order gives the state every
 //! commit gave, since those are all that changes a table: the last write of a
