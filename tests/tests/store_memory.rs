@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// Requests, and the attachment each carries: 3.9 MiB.
 const REQUESTS: usize = 50;
-const ATTACHMENT: usize = 3_900 * 1024;
+const ATTACHMENT: usize = (39 << 20) / 10;
 /// The bounds (KiB): the peak over the flood, what stays resident once it
 /// is answered, and the peak of the restarted process once it has replayed
 /// and consumes again. The default cache is 64 MiB; the rest is the
