@@ -31,6 +31,12 @@ pub(crate) async fn run<T: Transport>(
         let delivery = tokio::select! {
             d = consumer.next() => match d { Some(d) => d, None => break },
             _ = shutdown.changed() => break,
+            // A failed store can record nothing: stop taking deliveries
+            // rather than return each to the queue for ever.
+            reason = shared.store.failed() => {
+                tracing::error!(agency = shared.agency(), %reason, "the store failed; the inbox is no longer consumed");
+                break;
+            }
         };
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;

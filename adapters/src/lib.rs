@@ -208,6 +208,8 @@ pub(crate) struct Shared<T: Transport> {
     dedup: dedup::Dedup,
     outbox: outbox::Outbox,
     events: mpsc::Sender<AdapterEvent>,
+    /// The store, to stop consuming once it has failed.
+    store: Arc<store::Store>,
 }
 
 impl<T: Transport> Shared<T> {
@@ -347,6 +349,7 @@ impl<T: Transport> Adapter<T> {
             config,
             pending: Mutex::new(Pending::default()),
             events: events_tx,
+            store: store.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let handler: Option<Arc<dyn Handler>> = handler.map(|h| Arc::new(h) as Arc<dyn Handler>);
@@ -518,6 +521,16 @@ impl<T: Transport> Adapter<T> {
     /// How many requests await a receipt or a reply.
     pub fn in_flight(&self) -> usize {
         self.shared.pending().replies.len()
+    }
+
+    /// Why the adapter's store failed, if it has: a write, sync or commit
+    /// failed (EIO, a full disk). The adapter then stops consuming its
+    /// inbox (unacked deliveries return to the queue), and every send fails
+    /// with [`StoreError::Failed`] rather than being retried: shut it down
+    /// and connect again once the disk is fixed (its redo log replays;
+    /// nothing a send returned for is lost).
+    pub fn store_failure(&self) -> Option<String> {
+        self.shared.store.failure()
     }
 
     /// Messages in the outbox (on disk) not yet confirmed by RabbitMQ.

@@ -243,6 +243,20 @@ async fn writer(
             break;
         }
     }
+    // The adapter stops (or was dropped): close the store cleanly, so the
+    // next start replays nothing. Blocking I/O, off the runtime's threads.
+    if let Some(reason) = store.failure() {
+        tracing::error!(%reason, "the adapter's store failed; its redo log is left for the next start to replay");
+        return;
+    }
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "closing the store failed; the next start replays its redo log")
+        }
+        Err(e) => tracing::warn!(error = %e, "closing the store panicked"),
+    }
 }
 
 /// Writes a group of requests in one durable transaction and answers each.

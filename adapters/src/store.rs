@@ -52,16 +52,41 @@ pub enum StoreError {
     /// An outbox record does not decode.
     #[error("corrupt outbox record {0}")]
     Corrupt(u64),
+    /// The store failed: a write, sync or commit failed (EIO, a full disk)
+    /// and poisoned its redo log, or redb's file failed. No retry can
+    /// succeed: every later write fails the same way. Shut the adapter down
+    /// and connect it again once the disk is fixed; the redo log then
+    /// replays, and what was durable (every message `send_*` returned for)
+    /// is kept.
+    #[error("the adapter's store failed ({0}); shut the adapter down and connect it again once the disk is fixed")]
+    Failed(String),
+}
+
+impl StoreError {
+    /// Whether the store failed as a whole ([`StoreError::Failed`]): a hard
+    /// error, not to be retried.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Failed(_))
+    }
 }
 
 fn database(e: mev_store::engine::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    match e {
+        mev_store::engine::Error::Io(_) | mev_store::engine::Error::PreviousIo => {
+            StoreError::Failed(e.to_string())
+        }
+        e => StoreError::Database(e.to_string()),
+    }
 }
 mev_store::from_redb_errors!(StoreError, database);
 
 impl From<mev_store::wal::Error> for StoreError {
     fn from(e: mev_store::wal::Error) -> Self {
-        StoreError::Database(e.to_string())
+        if e.is_fatal() {
+            StoreError::Failed(e.to_string())
+        } else {
+            StoreError::Database(e.to_string())
+        }
     }
 }
 
@@ -100,12 +125,19 @@ impl Schema for Messages {
     }
 }
 
+/// redb's page cache for an adapter's store: its working set is the
+/// outbox's newest entries and the dedup index, and an agency's process
+/// should not grow to redb's default (1 GiB) after a burst of large messages.
+pub const CACHE_BYTES: usize = 16 << 20;
+
 /// The adapter's database.
 pub(crate) struct Store {
     db: Db,
     outbox: Outbox<Messages>,
     /// Durable (fsynced) write transactions committed so far.
     durable_commits: AtomicU64,
+    /// Why the store failed, once it has (see [`Store::failed`]).
+    failed: std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// Milliseconds since the epoch now.
@@ -139,10 +171,16 @@ impl Store {
                     reason,
                 };
                 std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
-                Db::open(&path, &TABLES).map_err(|e| failed(e.to_string()))?
+                Db::open_with_cache(&path, &TABLES, CACHE_BYTES)
+                    .map_err(|e| failed(e.to_string()))?
             }
             None => Db::in_memory()?,
         };
+        let failed = std::sync::Arc::new(tokio::sync::watch::Sender::new(None));
+        let tell = failed.clone();
+        db.on_failure(Box::new(move |reason| {
+            tell.send_replace(Some(reason.to_string()));
+        }));
         let tx = db.begin(true)?;
         let outbox = Outbox::open(Messages, &tx)?;
         tx.open(DEDUP)?;
@@ -152,7 +190,49 @@ impl Store {
             db,
             outbox,
             durable_commits: AtomicU64::new(0),
+            failed,
         })
+    }
+
+    /// Why the store failed, if it has ([`StoreError::Failed`]).
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.db.failure()
+    }
+
+    /// Resolves, with the reason, once the store has failed.
+    pub(crate) async fn failed(&self) -> String {
+        let mut rx = self.failed.subscribe();
+        let reason = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone().unwrap_or_default());
+        match reason {
+            Ok(r) => r,
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Notes a failure of the store as a whole seen inside a transaction
+    /// (redb's I/O error), so that it fails for every writer.
+    fn note<R>(&self, result: Result<R, StoreError>) -> Result<R, StoreError> {
+        if let Err(StoreError::Failed(reason)) = &result {
+            if self.db.failure().is_none() {
+                self.db.fail(reason);
+            }
+        }
+        result
+    }
+
+    /// Fails the store as a failed write would (tests of what follows).
+    #[cfg(test)]
+    pub(crate) fn fail_for_test(&self, reason: &str) {
+        self.db.fail(reason);
+    }
+
+    /// Closes the store cleanly when the adapter stops: a checkpoint, and
+    /// the redo log emptied. Fails if the store has failed.
+    pub(crate) fn close(&self) -> Result<(), StoreError> {
+        Ok(self.db.close()?)
     }
 
     /// The outbox (the drain's side of it: [`outbox::drain::Host`]).
@@ -170,7 +250,7 @@ impl Store {
         handled: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.outbox.write(&self.db, true, |tx, mut outbox, _| {
+        let written = self.outbox.write(&self.db, true, |tx, mut outbox, _| {
             for m in messages {
                 // The message stays in memory for the drain (its envelope
                 // shared, not copied).
@@ -186,7 +266,8 @@ impl Store {
                 by_time.insert((now_ms, key.as_str()), ())?;
             }
             Ok(((), outbox))
-        })?;
+        });
+        self.note(written)?;
         self.durable_commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -197,8 +278,10 @@ impl Store {
     /// before it to disk: losing a removal only re-publishes a message,
     /// which receivers drop by its id.
     pub(crate) fn remove_confirmed(&self, durable: bool) -> Result<(), StoreError> {
-        self.outbox
-            .write(&self.db, durable, |_, outbox, _| Ok(((), outbox)))?;
+        let written = self
+            .outbox
+            .write(&self.db, durable, |_, outbox, _| Ok(((), outbox)));
+        self.note(written)?;
         if durable {
             self.durable_commits.fetch_add(1, Ordering::Relaxed);
         }
@@ -232,6 +315,10 @@ impl Store {
     /// Forgets at most `limit` keys handled before `cutoff_ms`, oldest
     /// first; returns how many. Lazy: a lost prune is simply done again.
     pub(crate) fn prune(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        self.note(self.prune_in(cutoff_ms, limit))
+    }
+
+    fn prune_in(&self, cutoff_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let tx = self.db.begin(false)?;
         let n = {
             let mut dedup = tx.open(DEDUP)?;
@@ -356,6 +443,48 @@ mod tests {
             body: body.into(),
             message_id: id.into(),
         }
+    }
+
+    #[test]
+    fn a_failed_store_is_a_hard_error_and_keeps_what_was_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(Some(dir.path()), "A").unwrap();
+        s.commit(&[msg(Route::Ingress, "kept", b"x")], &[], 1)
+            .unwrap();
+        assert_eq!(s.failure(), None);
+        // What the redo log does when a write or an fsync fails.
+        s.db.fail("redo log: No space left on device");
+        let e = s
+            .commit(&[msg(Route::Ingress, "lost", b"y")], &[], 2)
+            .unwrap_err();
+        assert!(e.is_fatal(), "{e:?}");
+        assert!(e.to_string().contains("No space left"), "{e}");
+        assert!(s.prune(u64::MAX, 10).unwrap_err().is_fatal());
+        s.outbox().confirmed([0], []);
+        assert!(s.remove_confirmed(true).unwrap_err().is_fatal());
+        let reason = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(s.failed());
+        assert_eq!(Some(reason), s.failure());
+        assert!(s.close().is_err());
+        drop(s);
+        let s = Store::open(Some(dir.path()), "A").unwrap();
+        let ids: Vec<_> = s
+            .outbox_batch(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m.message_id)
+            .collect();
+        assert_eq!(ids, ["kept"]);
+        s.close().unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("adapter-A.redb.wal"))
+                .unwrap()
+                .len(),
+            mev_store::wal::FILE_HEADER,
+            "a clean close empties the log"
+        );
     }
 
     #[test]

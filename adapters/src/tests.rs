@@ -537,3 +537,77 @@ async fn a_message_larger_than_the_limit_never_reaches_the_outbox() {
     assert_eq!(t.queue_depth("big.ingress").await.unwrap().messages, 1);
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_store_stops_the_inbox_and_fails_sends_without_retrying() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Embedded::new("f");
+    t.declare_ingress().await.unwrap();
+    t.declare_inbox("B").await.unwrap();
+    let requester = pki.identity("A");
+    let config = pki.config("B", Some(dir.path()));
+    let handled = Arc::new(Mutex::new(Vec::<String>::new()));
+    let handler = {
+        let handled = handled.clone();
+        move |req: IncomingRequest| {
+            handled.lock().unwrap().push(req.header.message_id.clone());
+            std::future::ready(ReplyBody::InsufficientData {
+                missing: vec!["x".into()],
+            })
+        }
+    };
+    let mut ingress = t.consume("f.ingress", 16).await.unwrap();
+    let b = Adapter::connect(t.clone(), config.clone(), Some(handler.clone()))
+        .await
+        .unwrap();
+    let (id1, r1) = request(&requester, "B");
+    deliver(&t, "B", r1).await;
+    assert_eq!(header_of(&take(&mut ingress, 1).await[0]).in_reply_to, id1);
+    assert_eq!(b.store_failure(), None);
+
+    // What a failed write or fsync of its redo log does (a full disk).
+    b.store()
+        .fail_for_test("No space left on device (os error 28)");
+    assert!(b.store_failure().unwrap().contains("No space left"));
+    // The inbox is no longer consumed: a request stays in the queue.
+    tokio::time::timeout(WAIT, async {
+        while t.queue_depth("f.inbox.B").await.unwrap().consumers > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the inbox's consumer goes away");
+    let (_, r2) = request(&requester, "B");
+    deliver(&t, "B", r2).await;
+    assert_eq!(t.queue_depth("f.inbox.B").await.unwrap().messages, 1);
+    // A send fails at once, as a hard error.
+    let (_, raw) = request(&requester, "C");
+    let e = b
+        .send_raw(raw)
+        .await
+        .err()
+        .expect("no send on a failed store");
+    assert!(
+        matches!(&e, AdapterError::Store(s) if s.is_fatal()),
+        "{e:?}"
+    );
+    assert_eq!(*handled.lock().unwrap(), std::slice::from_ref(&id1));
+    b.shutdown().await;
+
+    // Reconnected: the waiting request is handled, the first one not again
+    // (its reply may go out again: its removal from the outbox was lazy,
+    // and the receiver drops the copy by its id).
+    let b = reopen(&t, &config, handler).await;
+    let mut replies = Vec::new();
+    while !replies.iter().any(|r| *r != id1) {
+        assert!(
+            replies.len() < 2,
+            "only the new reply and a copy: {replies:?}"
+        );
+        replies.push(header_of(&take(&mut ingress, 1).await[0]).in_reply_to);
+    }
+    assert_eq!(handled.lock().unwrap().len(), 2);
+    assert_eq!(handled.lock().unwrap()[0], id1);
+    b.shutdown().await;
+}

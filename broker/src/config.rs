@@ -15,6 +15,30 @@ pub struct BrokerConfig {
     pub limits: LimitsSection,
     pub deadlines: DeadlinesSection,
     pub http: HttpSection,
+    pub store: StoreSection,
+}
+
+/// The broker's store (redb behind its redo log, in `broker.data_dir`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// redb's page cache, in MiB (8 to 65536). The broker's memory grows
+    /// to about this much plus its batches in flight; redb's own default, 1
+    /// GiB, is what a broker kept after a flood of large messages.
+    pub cache_mib: u32,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { cache_mib: 64 }
+    }
+}
+
+impl StoreSection {
+    /// The cache in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        (self.cache_mib as usize) << 20
+    }
 }
 
 /// The operators' HTTP endpoint: `/metrics`, `/api/status`, `/healthz`,
@@ -269,7 +293,9 @@ impl BrokerConfig {
             "# mev broker configuration. Every key is optional; shown are the defaults.\n\
              # Environment overrides: MEV_BROKER_ID, MEV_NAMESPACE, MEV_REGISTER, MEV_DATA_DIR,\n\
              # MEV_AMQP_URL (or AMQP_URL), MEV_AMQP_TLS_CA, MEV_AMQP_TLS_CERT, MEV_AMQP_TLS_KEY,\n\
-             # MEV_PKI_CA, MEV_PKI_CERT, MEV_PKI_KEY, MEV_HTTP_LISTEN.\n\n{body}"
+             # MEV_PKI_CA, MEV_PKI_CERT, MEV_PKI_KEY, MEV_HTTP_LISTEN.\n\
+             # [store] cache_mib: redb's page cache in MiB (8 to 65536); the broker's memory is\n\
+             # about this plus its batches in flight.\n\n{body}"
         )
     }
 
@@ -390,6 +416,12 @@ impl BrokerConfig {
                 "http.queue_poll_secs must be between 1 and 3600".into(),
             ));
         }
+        if !(8..=65_536).contains(&self.store.cache_mib) {
+            return Err(ConfigError::Invalid(format!(
+                "store.cache_mib {}: redb's page cache in MiB, from 8 to 65536 (64 is the default)",
+                self.store.cache_mib
+            )));
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_message_bytes must be at least 1024".into(),
@@ -421,6 +453,21 @@ mod tests {
         c.apply_env(|k| (k == "AMQP_URL").then(|| "amqp://x:5672/%2f".to_string()))
             .unwrap();
         assert_eq!(c.amqp.url, "amqp://x:5672/%2f");
+    }
+
+    #[test]
+    fn the_store_cache_is_configured_and_bounded() {
+        let c: BrokerConfig = toml::from_str("[store]\ncache_mib = 16\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.store.cache_bytes(), 16 << 20);
+        assert_eq!(BrokerConfig::default().store.cache_mib, 64);
+        assert!(BrokerConfig::default_toml().contains("[store]\ncache_mib = 64"));
+        for bad in [0, 7, 65_537] {
+            let mut c = BrokerConfig::default();
+            c.store.cache_mib = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("store.cache_mib"), "{e}");
+        }
     }
 
     #[test]

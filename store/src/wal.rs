@@ -16,14 +16,24 @@
 //!    `fdatasync`ed; only then does redb commit the transaction, with
 //!    `Durability::None` (visible to readers, not yet synced);
 //! 3. every [`CHECKPOINT_COMMITS`] commits (or [`CHECKPOINT_BYTES`] of log),
-//!    for a transaction of [`DIRECT_BYTES`] or more (a large batch), and when
-//!    the database is dropped, a commit is made durable by redb itself
+//!    for a transaction of [`DIRECT_BYTES`] or more (a large batch), and at
+//!    [`Db::close`], a commit is made durable by redb itself
 //!    and records the last log sequence it covers; the log then starts over
-//!    from the beginning of its file (redb keeps the pages of commits it has
+//!    just past its file's header (redb keeps the pages of commits it has
 //!    not synced in memory, so a checkpoint writes what 128 commits changed:
 //!    a pause of tens of milliseconds in a busy store, BENCHMARKS.md);
 //! 4. at open, the records after that sequence are replayed, in order, in
-//!    one durable transaction.
+//!    durable transactions of at most [`REPLAY_CHUNK_BYTES`] of records each,
+//!    every one recording the last sequence it covers (so a crash during the
+//!    replay leaves a state the next open replays on from; see `replay`).
+//!
+//! The log file starts with a header of [`FILE_HEADER`] bytes: the magic
+//! [`MAGIC`], the log's format version [`FORMAT_VERSION`] and the version of
+//! the key and value encoding its records hold ([`KEY_ENCODING`]: redb's
+//! `as_bytes` of the stores' key types). A log of another version, or one
+//! without the header (written before it existed) that still holds records
+//! to replay, is refused at open with what to do; it is never read as
+//! records of this version (see [`Error::Version`]).
 //!
 //! The file is reused, not truncated: it grows in steps of [`GROW`] bytes
 //! written as zeros, and records overwrite what earlier rounds left. A sync
@@ -31,7 +41,10 @@
 //! ext4 takes 40 % off an `fdatasync` (0.16 against 0.27 ms for a 3 KB
 //! record here, BENCHMARKS.md). What lies past the newest record is older
 //! records (their sequences are at most the checkpoint's) or zeros, and the
-//! replay stops at the first of either.
+//! replay stops at the first of either (a record not newer than the one
+//! before it). Records at the start not newer than the database's last
+//! sequence are skipped, not applied: a checkpoint or an interrupted
+//! replay's chunk covers them.
 //!
 //! Replaying the recorded inserts and removes in order gives the state every
 //! commit gave, since those are all that changes a table: the last write of a
@@ -43,9 +56,25 @@
 //! (`durable = false`) is appended without a sync, and made durable by the
 //! next durable one, as redb's `Durability::None` promises.
 //!
-//! A write that fails after its record reached the log poisons the log:
-//! every later commit fails until the process reopens the database, whose
-//! replay then decides (a record that reached the disk is applied).
+//! A write, sync or commit that fails (EIO, a full disk) poisons the log:
+//! every later commit fails with [`Error::Poisoned`] until the process
+//! reopens the database, whose replay then decides (a record that reached the
+//! disk is applied). Nothing heals a poisoned log in place: after a failed
+//! `fdatasync` the kernel may have dropped the pages it could not write, so
+//! neither the log nor redb's file can be trusted until they are read back.
+//! [`Db::failure`] says why, and [`Db::on_failure`] tells the owner at once,
+//! so that a service can stop (fail-stop) instead of retrying for ever.
+//!
+//! Memory: redb caches pages up to the size given to [`Db::open_with_cache`]
+//! ([`DEFAULT_CACHE_BYTES`] for [`Db::open`]); redb's own default is 1 GiB,
+//! which a flood of large messages fills and a process then keeps.
+//!
+//! Closing: [`Db::close`] checkpoints and empties the log (a stopped
+//! process's files then need no replay). Dropping a [`Db`] does no
+//! checkpoint of its own; redb's `Drop` still makes its pending lazy commits
+//! durable and records its allocator state (one sync, which redb does not let
+//! us skip), and the next open replays the log's records from the last
+//! checkpoint on, which is idempotent (the last write of a key wins).
 //!
 //! Databases in memory have no log: their commits go straight to redb.
 
@@ -56,6 +85,7 @@ use redb::{
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::fs::File;
+use std::io::Seek;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -79,6 +109,29 @@ pub const DIRECT_BYTES: usize = 64 << 10;
 /// The log file grows by this much at a time, written as zeros, so that the
 /// records that later fill it change neither its size nor its block map.
 pub const GROW: u64 = 1 << 20;
+
+/// redb's page cache, unless the owner gives one: enough for the working set
+/// of a store (the newest pages of the journal, the dedup index, the
+/// outbox); redb's default (1 GiB) held a broker at 1.4 GB after a flood.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// A replay commits (durably) after at most this many bytes of records, so
+/// that the pages it dirties stay bounded whatever the log holds.
+pub const REPLAY_CHUNK_BYTES: usize = 1 << 20;
+
+/// The first bytes of every log file this version writes.
+pub const MAGIC: [u8; 8] = *b"mev-wal\n";
+/// The layout of the log: header, records (length, sequence, CRC-32,
+/// payload of tagged writes). Bump on any change of it.
+pub const FORMAT_VERSION: u32 = 1;
+/// How the records' keys and values are encoded: the bytes redb's
+/// `Key::as_bytes` / `Value::as_bytes` give for the stores' types (redb 4).
+/// Bump when an upgrade of redb or of a store's key types changes them: a
+/// record of the old encoding replayed by the new one would write wrong keys.
+pub const KEY_ENCODING: u32 = 1;
+/// The file header: [`MAGIC`], [`FORMAT_VERSION`] and [`KEY_ENCODING`]
+/// (u32 little endian each); records follow it.
+pub const FILE_HEADER: u64 = 16;
 
 /// Where the database records the last log sequence its state covers.
 const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("wal_applied");
@@ -105,11 +158,38 @@ pub enum Error {
     /// safer than guessing.
     #[error("redo log {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    /// An earlier commit failed after its record reached the log; the
-    /// database must be reopened (its replay settles that record).
-    #[error("the redo log {0} is poisoned by an earlier failed commit; reopen the database")]
-    Poisoned(PathBuf),
+    /// An earlier write, sync or commit failed (the reason follows); every
+    /// commit fails until the database is reopened (its replay settles what
+    /// reached the disk).
+    #[error("the redo log {0} is poisoned by an earlier failure ({1}); reopen the database")]
+    Poisoned(PathBuf, String),
+    /// The log was written by another version of mev (or before logs had a
+    /// header) and holds records this version must not read; the message
+    /// says what to do.
+    #[error("redo log {path}: {reason}")]
+    Version { path: PathBuf, reason: String },
 }
+
+impl Error {
+    /// Whether this failure leaves the store unusable until it is reopened
+    /// (a poisoned log, an I/O failure of the log or of redb): retrying
+    /// cannot succeed, and the owner should stop.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Poisoned(..) | Error::Io { .. } => true,
+            Error::Redb(e) => is_fatal_redb(e),
+            Error::Corrupt { .. } | Error::Version { .. } => false,
+        }
+    }
+}
+
+/// redb's I/O failures: redb latches them (`PreviousIo` after the first).
+fn is_fatal_redb(e: &redb::Error) -> bool {
+    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
+}
+
+/// Called once, with the reason, when a store's log is poisoned.
+pub type FailureHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// `From` each of redb's error types for `$target`, through `$via`, a
 /// function of [`redb::Error`].
@@ -193,7 +273,10 @@ struct Log {
     /// Records and bytes since the last checkpoint.
     since: u32,
     bytes: u64,
-    poisoned: bool,
+    /// Why the log is poisoned, once it is.
+    poisoned: Option<String>,
+    /// Told when it is poisoned.
+    on_failure: Option<FailureHook>,
     /// Checkpoints since open: how many, their time in all, the longest.
     checkpoints: u64,
     checkpoint_secs: f64,
@@ -223,6 +306,25 @@ impl Log {
         }
     }
 
+    /// Poisons the log (the first reason stays) and tells the owner.
+    fn poison(&mut self, why: &dyn std::fmt::Display) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        let reason = why.to_string();
+        tracing::error!(log = %self.path.display(), %reason, "the store failed; the redo log is poisoned");
+        if let Some(hook) = &self.on_failure {
+            hook(&reason);
+        }
+        self.poisoned = Some(reason);
+    }
+
+    fn poisoned_error(&self) -> Option<Error> {
+        self.poisoned
+            .as_ref()
+            .map(|r| Error::Poisoned(self.path.clone(), r.clone()))
+    }
+
     /// Appends `record`: [`HEADER`] bytes left free for the header, then
     /// the payload.
     fn append(&mut self, record: &mut [u8]) -> Result<(), Error> {
@@ -240,8 +342,9 @@ impl Log {
             .grow(end)
             .and_then(|()| self.file.write_all_at(record, self.end))
         {
-            self.poisoned = true;
-            return Err(self.io(e));
+            let e = self.io(e);
+            self.poison(&e);
+            return Err(e);
         }
         self.end = end;
         self.lsn = lsn;
@@ -257,8 +360,9 @@ impl Log {
         if let Err(e) = self.file.sync_data() {
             // The kernel may have dropped the pages it failed to write: what
             // reached the disk is for the next open to find out.
-            self.poisoned = true;
-            return Err(self.io(e));
+            let e = self.io(e);
+            self.poison(&e);
+            return Err(e);
         }
         self.synced = self.lsn;
         Ok(())
@@ -291,7 +395,7 @@ impl Log {
     /// Starts the log over from the beginning of its file, once a
     /// checkpoint covered every record in it.
     fn restart(&mut self) {
-        self.end = 0;
+        self.end = FILE_HEADER;
         self.synced = self.lsn;
         self.since = 0;
         self.bytes = 0;
@@ -313,12 +417,31 @@ pub struct Db {
     replayed: u64,
 }
 
+/// What a commit does besides its own writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Logged, or a checkpoint when the log calls for one.
+    Normal,
+    /// A checkpoint whatever the log holds.
+    Checkpoint,
+    /// A checkpoint, then the log file cut back to its header and synced.
+    Close,
+}
+
 impl Db {
     /// Opens (or creates) the database at `path` and its log beside it
     /// (`<path>.wal`), replaying what the log holds beyond the database's last
-    /// checkpoint. `tables` must list every table a transaction may write.
+    /// checkpoint, with redb's cache at [`DEFAULT_CACHE_BYTES`]. `tables`
+    /// must list every table a transaction may write.
     pub fn open(path: &Path, tables: Tables) -> Result<Db, Error> {
-        let db = Database::create(path)?;
+        Self::open_with_cache(path, tables, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Db::open`] with redb's page cache at `cache_bytes`.
+    pub fn open_with_cache(path: &Path, tables: Tables, cache_bytes: usize) -> Result<Db, Error> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
         let mut wal = path.as_os_str().to_owned();
         wal.push(".wal");
         let wal = PathBuf::from(wal);
@@ -349,31 +472,42 @@ impl Db {
             }
         };
         let size = file.metadata().map_err(io)?.len();
+        let records = check_header(&wal, &file, size, applied)?;
+        let mut reader = std::io::BufReader::new(&file);
+        if records {
+            reader
+                .seek(std::io::SeekFrom::Start(FILE_HEADER))
+                .map_err(io)?;
+        }
         let lsn = replay(
             &db,
             &wal,
-            std::io::BufReader::new(&file),
-            size,
+            reader,
+            if records { size - FILE_HEADER } else { 0 },
             applied,
             tables,
         )?;
         // Emptied, not reused: past a record torn in a crash there may be
         // whole records of the same sequences that were never synced, which
-        // the new records of those sequences must not be followed by.
+        // the new records of those sequences must not be followed by. Then
+        // this version's header (a log of an older version that held nothing
+        // to replay is upgraded here).
         file.set_len(0).map_err(io)?;
+        file.write_all_at(&file_header(), 0).map_err(io)?;
         file.sync_data().map_err(io)?;
         Ok(Db {
             db,
             log: Some(Mutex::new(Log {
                 path: wal,
                 file,
-                end: 0,
-                size: 0,
+                end: FILE_HEADER,
+                size: FILE_HEADER,
                 lsn,
                 synced: lsn,
                 since: 0,
                 bytes: 0,
-                poisoned: false,
+                poisoned: None,
+                on_failure: None,
                 checkpoints: 0,
                 checkpoint_secs: 0.0,
                 checkpoint_max_secs: 0.0,
@@ -392,11 +526,29 @@ impl Db {
         })
     }
 
+    fn log(&self) -> Option<std::sync::MutexGuard<'_, Log>> {
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// A write transaction, durable at commit (the log synced) or lazy (made
     /// durable by the next durable commit; lost in a crash before it).
     pub fn begin(&self, durable: bool) -> Result<Tx<'_>, Error> {
+        let tx = match self.db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = redb::Error::from(e);
+                if is_fatal_redb(&e) {
+                    if let Some(mut log) = self.log() {
+                        log.poison(&e);
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         Ok(Tx {
-            tx: self.db.begin_write()?,
+            tx,
             // Databases in memory record nothing; a log's record starts
             // with room for its header.
             ops: self
@@ -413,10 +565,45 @@ impl Db {
         Ok(self.db.begin_read()?)
     }
 
-    /// Makes the database durable on its own and empties the log.
+    /// Makes the database durable on its own and restarts the log.
     pub fn checkpoint(&self) -> Result<(), Error> {
-        let tx = self.begin(true)?;
-        tx.commit_with(true)
+        self.begin(true)?.commit_with(Mode::Checkpoint)
+    }
+
+    /// Closes the store cleanly: a checkpoint, then the log file cut back to
+    /// its header and synced, so the next open replays nothing (and a copy
+    /// of the files needs no log). Call it when the owner stops, after its
+    /// last write; a later write is logged as usual. Fails, leaving the log
+    /// for the next open's replay, if the log is poisoned.
+    pub fn close(&self) -> Result<(), Error> {
+        self.begin(true)?.commit_with(Mode::Close)
+    }
+
+    /// Poisons the log because the owner saw the database fail outside a
+    /// commit (an I/O error of redb's inside a transaction): every later
+    /// commit fails, as after a failed commit. No-op for a store in memory.
+    pub fn fail(&self, reason: &str) {
+        if let Some(mut log) = self.log() {
+            log.poison(&reason);
+        }
+    }
+
+    /// Why the store failed, if its log is poisoned (see [`Error::Poisoned`]).
+    pub fn failure(&self) -> Option<String> {
+        self.log().and_then(|l| l.poisoned.clone())
+    }
+
+    /// Calls `hook` once with the reason when the log is poisoned (at once
+    /// if it already is). Replaces an earlier hook. A store in memory has no
+    /// log and never calls it. The hook runs under the log's lock: it must
+    /// only signal (set a flag, send on a channel), not use the database.
+    pub fn on_failure(&self, hook: FailureHook) {
+        if let Some(mut log) = self.log() {
+            if let Some(reason) = &log.poisoned {
+                hook(reason);
+            }
+            log.on_failure = Some(hook);
+        }
     }
 
     /// Records in the log since the last checkpoint (tests, benches).
@@ -426,10 +613,9 @@ impl Db {
 
     /// What the log has done since open (all zero for a store in memory).
     pub fn stats(&self) -> Stats {
-        let Some(l) = &self.log else {
+        let Some(l) = self.log() else {
             return Stats::default();
         };
-        let l = l.lock().unwrap_or_else(|p| p.into_inner());
         Stats {
             replayed: self.replayed,
             pending: l.since,
@@ -440,19 +626,95 @@ impl Db {
     }
 }
 
-impl Drop for Db {
-    fn drop(&mut self) {
-        // A clean stop leaves the log empty, so the next open replays nothing.
-        let pending = self.log.as_ref().is_some_and(|l| {
-            let l = l.lock().unwrap_or_else(|p| p.into_inner());
-            l.since > 0 && !l.poisoned
-        });
-        if pending {
-            if let Err(e) = self.checkpoint() {
-                tracing::warn!("checkpoint at close failed (the next open replays the log): {e}");
-            }
-        }
+// No `Drop` for `Db`: dropping it does no checkpoint (that is `close`, which
+// can report its failure). redb's own `Drop` of the database still makes its
+// pending lazy commits durable and records its allocator state: one sync
+// redb does not let us skip. The log then still holds the records since the
+// last checkpoint, and the next open replays them onto that state, which is
+// idempotent.
+
+fn file_header() -> [u8; FILE_HEADER as usize] {
+    let mut h = [0u8; FILE_HEADER as usize];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..].copy_from_slice(&KEY_ENCODING.to_le_bytes());
+    h
+}
+
+/// What to do with a log of another version.
+const STOP_CLEANLY: &str = "open it with the version of mev that wrote it and stop that \
+     cleanly (a clean stop empties the log into the database), then start this version";
+
+/// Reads the log's header: true if the file is a log of this version (its
+/// records follow the header); false if it holds nothing to replay (a new,
+/// empty file, a header torn at creation, or a log of the version before
+/// headers whose records the database already covers: the replay of that
+/// version would apply nothing, so the database alone is the whole state and
+/// the log may be rewritten in this format). Refuses anything else: another
+/// format or key encoding, a header-less log with records to replay, or a
+/// file that is neither.
+fn check_header(path: &Path, file: &File, size: u64, applied: u64) -> Result<bool, Error> {
+    let refuse = |reason: String| Error::Version {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if size < FILE_HEADER {
+        // No record (16 bytes of header at least) can be whole in it.
+        return Ok(false);
     }
+    let mut h = [0u8; FILE_HEADER as usize];
+    file.read_exact_at(&mut h, 0).map_err(io)?;
+    let word = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
+    if h[..8] == MAGIC {
+        let (format, keys) = (word(8), word(12));
+        if format != FORMAT_VERSION {
+            return Err(refuse(format!(
+                "written in log format {format}, this version of mev reads format \
+                 {FORMAT_VERSION}: {STOP_CLEANLY}"
+            )));
+        }
+        if keys != KEY_ENCODING {
+            return Err(refuse(format!(
+                "its records use key encoding {keys}, this version of mev uses \
+                 {KEY_ENCODING}: {STOP_CLEANLY}"
+            )));
+        }
+        return Ok(true);
+    }
+    if h == [0u8; FILE_HEADER as usize] {
+        return Ok(false); // zeros: the earlier format's grown, unwritten file
+    }
+    // The format before headers: a record header at offset 0.
+    let len = u64::from(word(0));
+    let lsn = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+    let sum = word(12);
+    let whole = len <= size - FILE_HEADER && {
+        let mut payload = vec![0u8; len as usize];
+        file.read_exact_at(&mut payload, FILE_HEADER).map_err(io)?;
+        checksum(lsn, &payload) == sum
+    };
+    if !whole {
+        return Err(refuse(format!(
+            "not a redo log of this version (no header {:?}) nor one of an earlier \
+             version; if an earlier mev wrote it, {STOP_CLEANLY}",
+            String::from_utf8_lossy(&MAGIC).trim_end()
+        )));
+    }
+    if lsn > applied {
+        return Err(refuse(format!(
+            "written by an earlier version of mev (a log without a header) and holds \
+             records from {lsn} on that the database does not: {STOP_CLEANLY}"
+        )));
+    }
+    tracing::info!(
+        log = %path.display(),
+        "a redo log of the earlier format with nothing to replay; rewritten in format {FORMAT_VERSION}"
+    );
+    Ok(false)
 }
 
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -486,10 +748,10 @@ impl Tx<'_> {
     /// Commits: the record logged (and synced, if durable), then redb's
     /// commit; or, at a checkpoint, redb's durable commit alone.
     pub fn commit(self) -> Result<(), Error> {
-        self.commit_with(false)
+        self.commit_with(Mode::Normal)
     }
 
-    fn commit_with(self, force_checkpoint: bool) -> Result<(), Error> {
+    fn commit_with(self, mode: Mode) -> Result<(), Error> {
         let Tx {
             mut tx,
             ops,
@@ -507,13 +769,13 @@ impl Tx<'_> {
             return Ok(());
         };
         let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-        if log.poisoned {
-            return Err(Error::Poisoned(log.path.clone()));
+        if let Some(e) = log.poisoned_error() {
+            return Err(e);
         }
         let large = ops
             .as_ref()
             .is_some_and(|r| r.len() >= HEADER + DIRECT_BYTES);
-        if force_checkpoint
+        if mode != Mode::Normal
             || large
             || log.since >= CHECKPOINT_COMMITS
             || log.bytes >= CHECKPOINT_BYTES
@@ -524,10 +786,25 @@ impl Tx<'_> {
             tx.open_table(APPLIED)?.insert("lsn", log.lsn)?;
             tx.set_durability(Durability::Immediate)?;
             if let Err(e) = tx.commit() {
-                log.poisoned = true;
-                return Err(e.into());
+                let e = Error::from(e);
+                log.poison(&e);
+                return Err(e);
             }
             log.restart();
+            if mode == Mode::Close {
+                // Under the log's lock, so no record can come between the
+                // checkpoint and the cut.
+                let cut = log
+                    .file
+                    .set_len(FILE_HEADER)
+                    .and_then(|()| log.file.sync_data());
+                if let Err(e) = cut {
+                    // The checkpoint covers every record: a failed cut
+                    // leaves records the next open skips.
+                    return Err(log.io(e));
+                }
+                log.size = FILE_HEADER;
+            }
             let took = started.elapsed().as_secs_f64();
             log.checkpoints += 1;
             log.checkpoint_secs += took;
@@ -542,8 +819,9 @@ impl Tx<'_> {
         }
         tx.set_durability(Durability::None)?;
         if let Err(e) = tx.commit() {
-            log.poisoned = true;
-            return Err(e.into());
+            let e = Error::from(e);
+            log.poison(&e);
+            return Err(e);
         }
         Ok(())
     }

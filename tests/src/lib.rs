@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 
 mod bench;
 mod cast;
+pub mod process;
 pub mod proxy;
 pub mod rig;
 

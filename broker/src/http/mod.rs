@@ -542,6 +542,13 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let mut problems = Vec::new();
+    if let Some(reason) = state.ctx.store.failure() {
+        // Fail-stop (UZ annex 2 §27: the operator answers for uninterrupted
+        // operation, so the reason must reach them): the broker is stopping.
+        problems.push(format!(
+            "the store failed ({reason}); the broker stops: free the disk or replace it, then restart (the redo log replays)"
+        ));
+    }
     if let Err(e) = state.queues.connected() {
         problems.push(e);
     }

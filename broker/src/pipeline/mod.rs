@@ -79,6 +79,9 @@ pub async fn run(
         let first = tokio::select! {
             d = ingress.next() => match d { Some(d) => d, None => break },
             _ = shutdown.changed() => break,
+            // A failed store accepts nothing more: stop taking deliveries
+            // (what is unacked returns to the queue when the broker exits).
+            _ = ctx.store.failed() => break,
         };
         let mut bytes = first.body.len();
         let mut batch = vec![first];
@@ -257,7 +260,13 @@ async fn record_batch(ctx: &Arc<Context>, batch: &mut [Delivery]) -> bool {
                 v
             }
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "store write failed; batch returned to the queue");
+                if e.is_fatal() {
+                    // Fail-stop: nothing of this batch is acked; the server
+                    // stops the broker (see `server::run`).
+                    tracing::error!(error = %e, "the store failed; batch returned to the queue, not acked");
+                } else {
+                    tracing::error!(error = %e, "store write failed; batch returned to the queue");
+                }
                 return false;
             }
             Err(e) => {

@@ -31,6 +31,10 @@ impl Store {
     /// Removes the bodies of entries `sealed_upto..upto` from the live store
     /// once a segment file holds them (see [`crate::audit::segment`]).
     pub fn journal_seal(&self, upto: u64) -> Result<(), StoreError> {
+        self.note(self.journal_seal_in(upto))
+    }
+
+    fn journal_seal_in(&self, upto: u64) -> Result<(), StoreError> {
         let from = self.journal_sealed_upto()?;
         let tx = self.db.begin(true)?;
         {
@@ -47,10 +51,12 @@ impl Store {
 
     /// Keeps a signed checkpoint (JSON) of the tree at `size`.
     pub fn put_checkpoint(&self, size: u64, checkpoint: &[u8]) -> Result<(), StoreError> {
-        let tx = self.db.begin(true)?;
-        tx.open(CHECKPOINTS)?.insert(size, checkpoint)?;
-        tx.commit()?;
-        Ok(())
+        self.note((|| {
+            let tx = self.db.begin(true)?;
+            tx.open(CHECKPOINTS)?.insert(size, checkpoint)?;
+            tx.commit()?;
+            Ok(())
+        })())
     }
 
     /// Every checkpoint, by tree size.

@@ -86,6 +86,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the store failed in a way no retry heals (a poisoned redo
+    /// log, an I/O error of the log or of redb): the broker must stop
+    /// (fail-stop) and be restarted, whose replay recovers what was durable.
+    pub fn is_fatal(&self) -> bool {
+        use mev_store::engine::StorageError as S;
+        let storage = |e: &S| matches!(e, S::Io(_) | S::PreviousIo);
+        match self {
+            StoreError::Wal(e) => e.is_fatal(),
+            StoreError::Storage(e) => storage(e),
+            StoreError::Transaction(mev_store::engine::TransactionError::Storage(e))
+            | StoreError::Table(mev_store::engine::TableError::Storage(e))
+            | StoreError::Commit(mev_store::engine::CommitError::Storage(e))
+            | StoreError::Database(mev_store::engine::DatabaseError::Storage(e)) => storage(e),
+            _ => false,
+        }
+    }
+
     /// Whether the store could not be opened because a process (a running
     /// broker) has it open.
     pub fn is_in_use(&self) -> bool {
@@ -160,6 +177,9 @@ pub struct Store {
     timer_signal: tokio::sync::Notify,
     /// Agency → time zone, for the local times in journal entries.
     zones: std::sync::OnceLock<std::collections::HashMap<String, chrono_tz::Tz>>,
+    /// Why the store failed, once it has (its redo log poisoned): see
+    /// [`Store::failed`].
+    failed: std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// What the dedup index knows of a message id.
@@ -197,10 +217,17 @@ pub struct OutboxEntry {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, with redb's page cache at
+    /// [`mev_store::wal::DEFAULT_CACHE_BYTES`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, mev_store::wal::DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir` with redb's page cache at
+    /// `cache_bytes` (`[store] cache_mib`).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.to_path_buf(), e))?;
-        let db = Db::open(&dir.join("broker.redb"), &TABLES)?;
+        let db = Db::open_with_cache(&dir.join("broker.redb"), &TABLES, cache_bytes)?;
         Self::init(db)
     }
 
@@ -210,6 +237,11 @@ impl Store {
     }
 
     fn init(db: Db) -> Result<Self, StoreError> {
+        let failed = std::sync::Arc::new(tokio::sync::watch::Sender::new(None));
+        let tell = failed.clone();
+        db.on_failure(Box::new(move |reason| {
+            tell.send_replace(Some(reason.to_string()));
+        }));
         let tx = db.begin(true)?;
         tx.open(MESSAGES)?;
         tx.open(OPEN_REQUESTS)?;
@@ -228,7 +260,48 @@ impl Store {
             outbox,
             timer_signal: tokio::sync::Notify::new(),
             zones: std::sync::OnceLock::new(),
+            failed,
         })
+    }
+
+    /// Why the store failed, if it has: a write, sync or commit failed
+    /// (EIO, a full disk) and poisoned the redo log. Nothing heals that in
+    /// place: every later write fails, so nothing more is accepted, acked
+    /// or confirmed; the broker stops and a restart replays the log.
+    pub fn failure(&self) -> Option<String> {
+        self.db.failure()
+    }
+
+    /// Resolves, with the reason, once the store has failed.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.subscribe();
+        let reason = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone().unwrap_or_default());
+        match reason {
+            Ok(r) => r,
+            // The sender lives as long as the store.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Notes a fatal failure seen outside the redo log's commit (redb's
+    /// I/O error inside a transaction), so that the store fails as a whole.
+    fn note<R>(&self, result: Result<R, StoreError>) -> Result<R, StoreError> {
+        if let Err(e) = &result {
+            if e.is_fatal() && self.db.failure().is_none() {
+                self.db.fail(&e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Closes the store cleanly at the broker's stop: a checkpoint, and the
+    /// redo log emptied (the next start replays nothing). Fails if the store
+    /// has failed; its log is then for the next start to replay.
+    pub fn close(&self) -> Result<(), StoreError> {
+        Ok(self.db.close()?)
     }
 
     /// Runs `f` in one write transaction and commits it durably (one fsync).
@@ -252,6 +325,14 @@ impl Store {
     /// removed and their deliveries journalled first, the entries enqueued
     /// kept in memory once it commits) is [`mev_store::outbox::Outbox::write`]'s.
     fn write_with<R>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.note(self.write_with_in(durable, f))
+    }
+
+    fn write_with_in<R>(
         &self,
         durable: bool,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
@@ -348,6 +429,10 @@ impl Store {
     /// ids per call so a long backlog does not hold the writer; returns how
     /// many were removed.
     pub fn prune_dedup(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        self.note(self.prune_dedup_in(before_ms, limit))
+    }
+
+    fn prune_dedup_in(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
         let tx = self.db.begin(true)?;
         let n = {
             let mut index = tx.open(ACCEPTED_AT)?;

@@ -393,3 +393,51 @@ fn fresh_outbox_entries_are_taken_from_memory_as_the_store_would_give_them() {
     assert_eq!(rest.items[0].0, 125);
     assert_eq!(rest.next, store.outbox_end());
 }
+
+#[tokio::test]
+async fn a_failed_store_refuses_every_write_says_why_and_wakes_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    store.write(|t| t.accept("kept", &[1; 32], 5)).unwrap();
+    assert_eq!(store.failure(), None);
+    let waiter = {
+        let s = store.clone();
+        tokio::spawn(async move { s.failed().await })
+    };
+    // What the redo log does when a write or an fsync fails (EIO, ENOSPC).
+    store
+        .db
+        .fail("redo log broker.redb.wal: No space left on device");
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("the failure wakes its waiter")
+        .unwrap();
+    assert!(reason.contains("No space left"), "{reason}");
+    assert_eq!(store.failure().as_deref(), Some(reason.as_str()));
+    let e = store
+        .write(|t| t.accept("lost", &[2; 32], 6))
+        .expect_err("nothing more is written");
+    assert!(e.is_fatal(), "{e}");
+    assert!(e.to_string().contains("No space left"), "{e}");
+    assert!(store.prune_dedup(i64::MAX, 10).unwrap_err().is_fatal());
+    assert!(store.close().is_err(), "no clean close of a failed store");
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .write(|t| {
+            assert!(t.seen("kept")?.is_some(), "what was durable is there");
+            assert!(t.seen("lost")?.is_none());
+            Ok(())
+        })
+        .unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn fatal_errors_are_told_from_others() {
+    use mev_store::engine::StorageError;
+    assert!(StoreError::Storage(StorageError::PreviousIo).is_fatal());
+    assert!(StoreError::Storage(StorageError::Io(std::io::Error::other("eio"))).is_fatal());
+    assert!(!StoreError::Journal("x".into()).is_fatal());
+    assert!(!StoreError::Storage(StorageError::ValueTooLarge(1)).is_fatal());
+}

@@ -1,15 +1,26 @@
 //! Reading the log back at open: the records after the database's last
-//! checkpoint, applied in order in one durable transaction.
+//! checkpoint, applied in order in durable transactions of bounded size.
 
-use super::{checksum, Error, Tables, APPLIED, DEL, HEADER, PUT};
+use super::{checksum, Error, Tables, APPLIED, DEL, HEADER, PUT, REPLAY_CHUNK_BYTES};
 use redb::{Database, WriteTransaction};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Applies the records `log` holds after sequence `applied`, in one durable
-/// transaction; returns the last sequence the database then covers. Reads
-/// up to the first record that is torn, zeros, or not newer than the one
-/// before it (what earlier rounds of a reused log left).
+/// Applies the records `log` holds after sequence `applied`, in order, in
+/// durable transactions of at most [`REPLAY_CHUNK_BYTES`] of records, each
+/// recording the last sequence it covers; returns the last sequence the
+/// database then covers.
+///
+/// The log's records run in sequence from its start: those of the current
+/// round (the first one follows the checkpoint that restarted the log), then
+/// what earlier rounds left (older sequences) or zeros. Reading stops at the
+/// first record that is torn, zeros, or not newer than the one before it.
+/// Records not newer than `applied` are read and skipped: after a crash in
+/// the middle of an earlier replay, the database covers a prefix of the
+/// round (its last chunk's sequence), and the replay goes on after it. So a
+/// crash at any point of a replay loses nothing and applies nothing twice in
+/// a way that matters (a chunk's writes and its sequence commit together;
+/// the log is only emptied after the last chunk).
 pub(super) fn replay(
     db: &Database,
     path: &Path,
@@ -26,11 +37,15 @@ pub(super) fn replay(
         path: path.to_path_buf(),
         source,
     };
+    // The last sequence the database covers (committed or in `tx`), and
+    // the last record read.
     let mut last = applied;
+    let mut prev: Option<u64> = None;
     let mut left = size;
     let mut header = [0u8; HEADER];
     let mut payload = Vec::new();
-    let tx = db.begin_write()?;
+    let mut tx = db.begin_write()?;
+    let mut in_tx = 0usize;
     loop {
         if left < HEADER as u64 || !read_all(&mut log, &mut header).map_err(io)? {
             break; // the end of the file, or a torn header
@@ -39,9 +54,9 @@ pub(super) fn replay(
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let lsn = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
         let sum = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
-        if lsn <= last {
-            // Zeros, or a record an earlier checkpoint covered: what a
-            // restarted log holds past its newest record.
+        if lsn == 0 || prev.is_some_and(|p| lsn <= p) {
+            // Zeros, or a record of an earlier round: what a restarted log
+            // holds past its newest record.
             break;
         }
         if len as u64 > left {
@@ -51,6 +66,10 @@ pub(super) fn replay(
         payload.resize(len, 0);
         if !read_all(&mut log, &mut payload).map_err(io)? || checksum(lsn, &payload) != sum {
             break; // torn: its sync never returned
+        }
+        prev = Some(lsn);
+        if lsn <= last {
+            continue; // covered by the checkpoint, or by an earlier replay's chunk
         }
         if lsn != last + 1 {
             return Err(corrupt(format!(
@@ -62,6 +81,13 @@ pub(super) fn replay(
             e => e,
         })?;
         last = lsn;
+        in_tx += len;
+        if in_tx >= REPLAY_CHUNK_BYTES {
+            tx.open_table(APPLIED)?.insert("lsn", last)?;
+            tx.commit()?;
+            tx = db.begin_write()?;
+            in_tx = 0;
+        }
     }
     if last > applied {
         tx.open_table(APPLIED)?.insert("lsn", last)?;
