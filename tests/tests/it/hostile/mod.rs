@@ -10,7 +10,7 @@
 //! would hold anything forwarded and must stay empty; and the broker keeps
 //! serving (a valid round trip at the end of every test).
 //!
-//! What `tests/tests/exchange.rs` already covers through an adapter (a
+//! What `tests/tests/it/exchange.rs` already covers through an adapter (a
 //! flipped signature bit, untrusted, expired, not-yet-valid and mis-bound
 //! certificates, register refusals, conflicts, duplicates sent at once) is not
 //! repeated here.

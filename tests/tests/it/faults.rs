@@ -3,7 +3,7 @@
 //! RabbitMQ is unreachable, a provider offline behind a full inbox. Each test
 //! ends with every request answered exactly once at the requester and every
 //! handler called exactly once per request — counted, and printed
-//! (`cargo test -p mev-tests --test faults -- --nocapture` shows the counts).
+//! (`cargo test -p mev-tests --test it faults:: -- --nocapture` shows the counts).
 //!
 //! Guaranteed delivery: undelivered messages wait in a queue and sending
 //! resumes when the link is back (KZ order §9; Tatarstan §1.3).
