@@ -483,10 +483,12 @@ async fn repeated_receipts_and_statuses_are_surfaced_once() {
 #[tokio::test]
 async fn connects_and_queues_while_rabbitmq_is_unreachable() {
     use crate::transport::amqp::{Amqp, AmqpConfig};
-    // Nothing listens on port 1.
+    // "RabbitMQ" closes every connection at once, and counts them: the
+    // adapter's tries to reach it are seen, not assumed.
+    let unreachable = Unreachable::start();
     let t = Amqp::new(
         "offline",
-        AmqpConfig::new("amqp://guest:guest@127.0.0.1:1/%2f"),
+        AmqpConfig::new(format!("amqp://guest:guest@{}/%2f", unreachable.addr)),
     );
     let pki = Pki::new();
     let a = tokio::time::timeout(
@@ -498,9 +500,65 @@ async fn connects_and_queues_while_rabbitmq_is_unreachable() {
     .expect("connect succeeds offline");
     a.send_status("B", "x", official(), status()).await.unwrap();
     assert_eq!(a.outbox_depth(), 1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Not "still there after a while": still there after the adapter tried
+    // RabbitMQ twice more with it in the outbox, and failed.
+    let tries = unreachable.tries();
+    tokio::time::timeout(WAIT, async {
+        while unreachable.tries() < tries + 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the adapter did not try RabbitMQ twice in {WAIT:?} ({} tries in all)",
+            unreachable.tries()
+        )
+    });
     assert_eq!(a.outbox_depth(), 1, "kept until RabbitMQ confirms it");
     a.shutdown().await;
+}
+
+/// A TCP listener on a free local port that closes every connection it
+/// accepts at once (a RabbitMQ that cannot be reached), counting them; it
+/// stops when dropped.
+struct Unreachable {
+    addr: std::net::SocketAddr,
+    tries: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Unreachable {
+    fn start() -> Unreachable {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, st) = (tries.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        drop(conn);
+                        t.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Unreachable { addr, tries, stop }
+    }
+
+    fn tries(&self) -> u64 {
+        self.tries.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Unreachable {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 #[tokio::test]

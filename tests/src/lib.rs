@@ -321,6 +321,37 @@ impl Exchange {
         .await
     }
 
+    /// The broker's counters once it has nothing left to publish: the
+    /// ingress holds nothing and its outbox is empty (every entry confirmed
+    /// by RabbitMQ, counted, and removed). The broker handles its input in
+    /// order and publishes its outbox in order, so after the effect of a
+    /// later message was seen (a round trip's reply, say), these counters
+    /// include everything the earlier input made it publish — what must not
+    /// have been published is counted by then, not waited for.
+    pub async fn settled(&self, what: &str) -> Snapshot {
+        let ingress = self.transport.names().ingress_queue();
+        within(
+            &format!("{what}: the ingress and the broker's outbox to be empty"),
+            async {
+                loop {
+                    let outbox = self.broker_store().outbox_depth().expect("outbox depth");
+                    let waiting = self
+                        .transport
+                        .queue_depth(&ingress)
+                        .await
+                        .map(|d| d.messages)
+                        .unwrap_or(u32::MAX);
+                    if outbox == 0 && waiting == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        )
+        .await;
+        self.counters()
+    }
+
     /// Messages waiting in `agency`'s inbox (meaningful for agencies
     /// without an adapter, whose inbox nobody consumes).
     pub async fn inbox_depth(&self, agency: &str) -> u32 {

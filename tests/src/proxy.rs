@@ -13,6 +13,7 @@ struct State {
     links: Mutex<Vec<AbortHandle>>,
     cuts: AtomicU64,
     accepted: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// A proxy listening on an ephemeral local port.
@@ -35,6 +36,7 @@ impl Proxy {
             links: Mutex::new(Vec::new()),
             cuts: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         });
         let st = state.clone();
         let accept = tokio::spawn(async move {
@@ -44,6 +46,7 @@ impl Proxy {
                 };
                 if !st.up.load(Ordering::SeqCst) {
                     drop(client); // refused: the link is down
+                    st.refused.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
                 st.accepted.fetch_add(1, Ordering::Relaxed);
@@ -107,6 +110,11 @@ impl Proxy {
     /// How many connections were let through.
     pub fn connections(&self) -> u64 {
         self.state.accepted.load(Ordering::Relaxed)
+    }
+
+    /// How many connections were refused (closed at once) while the link was down.
+    pub fn refused(&self) -> u64 {
+        self.state.refused.load(Ordering::SeqCst)
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Tally {
     failed: Mutex<Vec<String>>,
     /// Request ids sent, in order.
     sent: Mutex<Vec<String>>,
+    /// Ids of the requests [`Rig::last_word`] sent (not counted in the report).
+    last_words: Mutex<Vec<String>>,
 }
 
 /// The counts a fault test ends with.
@@ -297,6 +299,14 @@ impl Rig {
         }
     }
 
+    /// The in-process broker's counters, if it runs in process.
+    pub fn broker_counters(&self) -> Option<mev_broker::metrics::Snapshot> {
+        match &*lock(&self.broker) {
+            Some(BrokerSide::InProcess(h)) => Some(h.counters().snapshot()),
+            _ => None,
+        }
+    }
+
     /// A direct transport to RabbitMQ (no proxy), for queue depths and cleanup.
     pub fn admin(&self) -> Amqp {
         Amqp::new(self.namespace.clone(), AmqpConfig::new(amqp_url()))
@@ -305,6 +315,13 @@ impl Rig {
     /// Connects `agency` through `agency_link` with its on-disk store; a
     /// provider counts its handler calls in the tally and answers with documents.
     pub async fn connect(&mut self, agency: &str) {
+        let url = self.agency_link.url();
+        self.connect_via(agency, url).await
+    }
+
+    /// [`Rig::connect`] through another link (a [`Proxy`] of the test's own,
+    /// which must outlive the connection): `url` is its [`Proxy::url`].
+    pub async fn connect_via(&mut self, agency: &str, url: String) {
         assert!(
             self.agencies
                 .get(agency)
@@ -322,7 +339,7 @@ impl Rig {
             self.namespace.clone(),
             AmqpConfig {
                 connection_name: format!("mev-fault {agency}"),
-                ..AmqpConfig::new(self.agency_link.url())
+                ..AmqpConfig::new(url)
             },
         );
         let tally = self.tally.clone();
@@ -475,20 +492,43 @@ impl Rig {
         lock(&self.tally.sent).len()
     }
 
-    /// Waits until every request sent has its reply, printing progress;
-    /// then waits `settle` for copies that should not come, and counts.
-    pub async fn finish(&self, title: &str, limit: Duration, settle: Duration) -> Report {
+    /// Waits until at least `at` requests are answered, for at most `limit`;
+    /// past it, panics naming `what` the wait was for and the progress so far.
+    pub async fn until_answered(&self, at: usize, what: &str, limit: Duration) {
+        let start = Instant::now();
+        while self.answered() < at {
+            if start.elapsed() > limit {
+                let queues = self.queues().await;
+                let handled = lock(&self.tally.handled).len();
+                let failed = lock(&self.tally.failed).len();
+                panic!(
+                    "gave up after {limit:?} waiting for {at} answered requests ({what}): \
+                     sent {}, answered {}, handled {handled}, failed {failed}, broker outbox \
+                     {:?}; {queues}",
+                    self.sent(),
+                    self.answered(),
+                    self.broker_outbox_depth(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every request sent has its reply (or fails), printing
+    /// progress, for at most `limit`; then sends the last word (see
+    /// [`Rig::last_word`]) and counts.
+    pub async fn finish(&self, title: &str, limit: Duration) -> Report {
         let start = Instant::now();
         let mut last_print = Instant::now();
-        loop {
+        let complete = loop {
             let (sent, answered) = (self.sent(), self.answered());
             let failed = lock(&self.tally.failed).len();
             if answered + failed >= sent {
-                break;
+                break true;
             }
             if start.elapsed() > limit {
                 println!("[{title}] gave up after {limit:?}: {answered}/{sent} answered");
-                break;
+                break false;
             }
             if last_print.elapsed() > Duration::from_secs(10) {
                 // On standard error, which the test harness does not capture:
@@ -500,11 +540,50 @@ impl Rig {
                 last_print = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if complete {
+            self.last_word(title).await;
         }
-        tokio::time::sleep(settle).await;
         let report = self.report();
         report.print(title);
         report
+    }
+
+    /// Sends one more request, after every other was answered, and waits
+    /// for its reply — with nobody waiting on its handle, so that it comes
+    /// the way a copy of a reply would, as an event. A copy of an earlier
+    /// message (a redelivery, a publish again after a lost confirm) is in
+    /// the same queues and outboxes ahead of it, which deliver in order, so
+    /// once the last word is in, any copy is in the tally: copies are
+    /// counted by what arrives, not by how long one waited for them. The
+    /// last word itself is not counted.
+    pub async fn last_word(&self, title: &str) {
+        let adapter = self.adapter(&self.cast.consumer);
+        let i = self.seq.fetch_add(1, Ordering::Relaxed);
+        let req = mev_cli::demo::sample_request(
+            &self.register,
+            &self.cast.service,
+            i,
+            format!("Applicant {i} documents"),
+        );
+        let handle = crate::within(
+            "the last word to enter the outbox",
+            adapter.send_request(req),
+        )
+        .await
+        .expect("send_request");
+        let id = handle.message_id.clone();
+        lock(&self.tally.last_words).push(id.clone());
+        drop(handle); // its reply comes as an event, counted among stray replies
+        crate::within(
+            &format!("[{title}] the reply to the last word, sent once every request was answered"),
+            async {
+                while !lock(&self.tally.stray_replies).contains_key(&id) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        )
+        .await;
     }
 
     /// The counts now.
@@ -514,6 +593,7 @@ impl Rig {
         let handled = lock(&self.tally.handled);
         let stray = lock(&self.tally.stray_replies);
         let failed = lock(&self.tally.failed).len();
+        let last_words = lock(&self.tally.last_words).clone();
         let count = |m: &HashMap<String, u32>, pred: fn(u32) -> bool| {
             sent.iter()
                 .filter(|id| pred(m.get(*id).copied().unwrap_or(0)))
@@ -527,7 +607,11 @@ impl Rig {
             handled_once: count(&handled, |c| c == 1),
             handled_more: count(&handled, |c| c > 1),
             not_handled: count(&handled, |c| c == 0),
-            stray_replies: stray.values().map(|c| *c as usize).sum(),
+            stray_replies: stray
+                .iter()
+                .filter(|(id, _)| !last_words.contains(id))
+                .map(|(_, c)| *c as usize)
+                .sum(),
             failed,
         }
     }

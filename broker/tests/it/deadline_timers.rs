@@ -66,7 +66,7 @@ struct Rig {
     transport: Embedded,
     hand: ManualClock,
     clock: Clock,
-    broker: Option<BrokerHandle>,
+    broker: Option<(BrokerHandle, Arc<Context>)>,
     store: Option<Arc<Store>>,
     counters: Arc<Counters>,
     consumer: Adapter<Embedded>,
@@ -202,7 +202,7 @@ impl Rig {
     }
 
     async fn stop_broker(&mut self) {
-        if let Some(b) = self.broker.take() {
+        if let Some((b, _)) = self.broker.take() {
             b.stop().await;
         }
     }
@@ -226,6 +226,15 @@ impl Rig {
     fn sla(&self) -> SlaCounts {
         self.counters.snapshot().sla_total()
     }
+
+    /// Fires what is due now, on this test's task, as the broker's timer task
+    /// does; returns how many timers fired. What it finds not due, the timer
+    /// task cannot fire either: "nothing fired" is read from the store, not
+    /// assumed after a sleep.
+    async fn fire_due(&self) -> usize {
+        let (_, ctx) = self.broker.as_ref().expect("the broker runs");
+        mev_broker::deadline::timers::fire_due(ctx).await
+    }
 }
 
 async fn start_broker(
@@ -236,7 +245,7 @@ async fn start_broker(
     clock: &Clock,
     store: Arc<Store>,
     counters: Arc<Counters>,
-) -> BrokerHandle {
+) -> (BrokerHandle, Arc<Context>) {
     let ctx = Arc::new(Context {
         counters,
         clock: clock.clone(),
@@ -246,10 +255,11 @@ async fn start_broker(
         batch_size: 32,
         batch_window: Duration::from_millis(2),
     };
-    Broker::new(ctx, transport.clone(), batching, 64)
+    let handle = Broker::new(ctx.clone(), transport.clone(), batching, 64)
         .start()
         .await
-        .expect("broker starts")
+        .expect("broker starts");
+    (handle, ctx)
 }
 
 /// The next notice in `events`, skipping other events.
@@ -306,9 +316,16 @@ async fn at_risk_warning_then_breach_to_both_then_late_reply_delivered_and_count
     let at_risk = at_risk.expect("an at-risk time");
     assert!(at_risk < deadline && deadline > rig.clock.now());
 
-    // Just before the at-risk point: nothing.
+    // Just before the at-risk point: nothing is due, and the at-risk timer
+    // is still armed, first in line (so nothing fired it, and no notice can
+    // be on its way).
     rig.move_clock_to(at_risk - TimeDelta::seconds(1));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rig.fire_due().await, 0, "nothing due a second before");
+    assert_eq!(
+        rig.store().next_timer().unwrap(),
+        Some(at_risk.timestamp_millis()),
+        "the at-risk timer is still armed"
+    );
     assert!(no_notice_pending(&mut rig.provider_events));
     assert_eq!(rig.sla().at_risk, 0);
 
@@ -379,9 +396,11 @@ async fn reply_in_time_is_on_time_and_disarms_its_timers() {
     let s = sla_when(&rig, "the on-time count", |s| s.on_time == 1).await;
     assert_eq!((s.late, s.breached, s.at_risk), (0, 0, 0));
     assert_eq!(rig.store().timers_len().unwrap(), 0);
-    // Long after: nothing fires for an answered request.
+    // Long after: nothing fires for an answered request (none is armed,
+    // and a pass over the timers at that time finds nothing due).
     rig.move_clock_to(rig.clock.now() + TimeDelta::days(10));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rig.fire_due().await, 0, "nothing due ten days on");
+    assert_eq!(rig.store().timers_len().unwrap(), 0);
     assert!(no_notice_pending(&mut rig.consumer_events));
     assert!(no_notice_pending(&mut rig.provider_events));
     assert_eq!(rig.sla().breached, 0);

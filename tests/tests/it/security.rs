@@ -18,6 +18,7 @@ use mev_tests::{receipt, reply, reply_by_applicant_name, within, Cast, Exchange,
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How often the broker in these tests re-reads its CRL file.
 const CRL_REFRESH: Duration = Duration::from_millis(200);
@@ -29,6 +30,36 @@ fn write_crl(path: &Path, crl_der: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, pem).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// What a `tracing` subscriber writes, kept to be read by the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
 }
 
 /// Sends a request from the consumer signed with `identity`; its receipt.
@@ -96,8 +127,29 @@ async fn a_certificate_revoked_in_the_crl_file_is_refused_without_a_restart() {
     );
 
     // A torn write (an operator's copy cut short) keeps the previous CRLs.
+    // Not "still revoked after a while": still revoked after the refresh
+    // read the torn file and said so. The refresh task runs on this test's
+    // thread (a current-thread runtime), where its warning is captured.
+    let log = Captured::default();
+    let _capture = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_ansi(false)
+        .with_writer(log.clone())
+        .finish()
+        .set_default();
     std::fs::write(&crl_file, "-----BEGIN X509 CRL-----\nMIIB").unwrap();
-    tokio::time::sleep(CRL_REFRESH * 3).await;
+    within(
+        "the CRL refresh to read the torn file and keep the previous CRLs",
+        async {
+            while !log
+                .text()
+                .contains("CRL refresh failed; keeping the previous CRLs")
+            {
+                tokio::time::sleep(CRL_REFRESH / 4).await;
+            }
+        },
+    )
+    .await;
     let (r, _) = send_signed_by(&ex, &cast, &second).await;
     assert_eq!(
         r.code,

@@ -239,9 +239,17 @@ pub(crate) async fn flood(ex: &Exchange, mix: &Mix, from: u64, to: u64) -> (u64,
 /// lapin's buffers, the consumer's adapter recording ~1,000 receipts). Keeping
 /// the hostile bytes themselves (~150 MB) or one decoded million-document
 /// header (~100 MB) would cross it.
+///
+/// It reads the resident set of the whole process, which the other tests of
+/// this binary (faults, 10,000 requests) would grow while it runs; so it runs
+/// alone, in a process of its own: this binary started again with only this
+/// test (see [`alone`]).
 #[tokio::test]
 pub(crate) async fn memory_stays_bounded_under_2000_hostile_messages() {
     const N: u64 = 2000;
+    if !alone("hostile::memory::memory_stays_bounded_under_2000_hostile_messages").await {
+        return;
+    }
     let _serial = SERIAL.lock().await;
     let c = Corpus::start().await;
     let mix = Mix::new(&c);
@@ -271,4 +279,80 @@ pub(crate) async fn memory_stays_bounded_under_2000_hostile_messages() {
     );
     assert_eq!(c.ex.inbox_depth(&c.bystander()).await, 0);
     c.ex.cleanup().await;
+}
+
+/// Set in the process [`alone`] starts.
+const ALONE: &str = "MEV_TEST_ALONE";
+
+/// Whether the calling test should run its body here: true in the process
+/// this starts; otherwise starts this test binary again with only `test`
+/// (exact name, one thread), waits for it (bounded), passes its output on
+/// and fails unless exactly that one test ran and passed; then false.
+pub(crate) async fn alone(test: &str) -> bool {
+    if std::env::var_os(ALONE).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut child = std::process::Command::new(&exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ALONE, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+    let pid = child.id();
+    // Read in threads, so a full pipe cannot stall the child.
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut text);
+            }
+            text
+        })
+    };
+    let (stdout, stderr) = (
+        read(stdout.map(|p| Box::new(p) as _)),
+        read(stderr.map(|p| Box::new(p) as _)),
+    );
+    let limit = 10 * WAIT;
+    let waited =
+        tokio::time::timeout(limit, tokio::task::spawn_blocking(move || child.wait())).await;
+    let status = match waited {
+        Ok(Ok(Ok(status))) => status,
+        Ok(other) => panic!("waiting for {test} alone in process {pid}: {other:?}"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("{test} alone in its own process (pid {pid}) did not finish within {limit:?}")
+        }
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Passed on with a prefix: the closing count of `scripts/test` sums the
+    // lines that begin with "test result:", and this run is counted once, here.
+    for line in stdout
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        println!("[alone] {line}");
+    }
+    assert!(
+        out.status.success(),
+        "{test} alone in its own process failed ({})",
+        out.status
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("test result: ok. 1 passed; 0 failed")),
+        "{test} did not run alone in its own process (no \"1 passed\" in its output)"
+    );
+    false
 }
