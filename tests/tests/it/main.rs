@@ -6,10 +6,12 @@
 //! `cargo test -p mev-tests --test it faults:: -- --nocapture`.
 
 mod confidential;
+mod disk_full;
 mod exchange;
 mod faults;
 mod hostile;
 mod isolation;
 mod operators;
 mod security;
+mod store_memory;
 mod tls;

@@ -8,7 +8,7 @@
 //! delivery: KZ order §9, Tatarstan §1.3; the operator answers for
 //! uninterrupted operation and must be told: UZ annex 2 §27).
 //!
-//! `cargo test -p mev-tests --test disk_full -- --nocapture` prints the
+//! `cargo test -p mev-tests --test it disk_full:: -- --nocapture` prints the
 //! figures. Skipped, saying so, where a tmpfs cannot be mounted.
 
 use mev_tests::process::{BrokerProcess, Tmpfs};

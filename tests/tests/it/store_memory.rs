@@ -8,7 +8,7 @@
 //! log), and its resident memory is read from `/proc/<pid>/status` (VmRSS,
 //! VmHWM) and held to a stated bound.
 //!
-//! `cargo test -p mev-tests --test store_memory -- --nocapture` prints the
+//! `cargo test -p mev-tests --test it store_memory:: -- --nocapture` prints the
 //! figures. `MEV_TEST_CACHE_MIB=1024` runs it with redb's old default
 //! cache, which the bound then fails.
 
