@@ -137,7 +137,7 @@ pub(crate) struct Store {
     /// Durable (fsynced) write transactions committed so far.
     durable_commits: AtomicU64,
     /// Why the store failed, once it has (see [`Store::failed`]).
-    failed: std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>,
+    failed: mev_store::wal::FailureWatch,
 }
 
 /// Milliseconds since the epoch now.
@@ -176,11 +176,7 @@ impl Store {
             }
             None => Db::in_memory()?,
         };
-        let failed = std::sync::Arc::new(tokio::sync::watch::Sender::new(None));
-        let tell = failed.clone();
-        db.on_failure(Box::new(move |reason| {
-            tell.send_replace(Some(reason.to_string()));
-        }));
+        let failed = mev_store::wal::FailureWatch::of(&db);
         let tx = db.begin(true)?;
         let outbox = Outbox::open(Messages, &tx)?;
         tx.open(DEDUP)?;
@@ -201,15 +197,7 @@ impl Store {
 
     /// Resolves, with the reason, once the store has failed.
     pub(crate) async fn failed(&self) -> String {
-        let mut rx = self.failed.subscribe();
-        let reason = rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|r| r.clone().unwrap_or_default());
-        match reason {
-            Ok(r) => r,
-            Err(_) => std::future::pending().await,
-        }
+        self.failed.failed().await
     }
 
     /// Notes a failure of the store as a whole seen inside a transaction

@@ -191,6 +191,37 @@ fn is_fatal_redb(e: &redb::Error) -> bool {
 /// Called once, with the reason, when a store's log is poisoned.
 pub type FailureHook = Box<dyn Fn(&str) + Send + Sync>;
 
+/// What async tasks wait on to learn that a [`Db`] failed: a watch fed by
+/// [`Db::on_failure`].
+pub struct FailureWatch(std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl FailureWatch {
+    /// Watches `db` (replaces its failure hook).
+    pub fn of(db: &Db) -> FailureWatch {
+        let sender = std::sync::Arc::new(tokio::sync::watch::Sender::new(None));
+        let tell = sender.clone();
+        db.on_failure(Box::new(move |reason| {
+            tell.send_replace(Some(reason.to_string()));
+        }));
+        FailureWatch(sender)
+    }
+
+    /// Resolves, with the reason, once the database has failed (never for
+    /// one that does not).
+    pub async fn failed(&self) -> String {
+        let mut rx = self.0.subscribe();
+        let reason = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone().unwrap_or_default());
+        match reason {
+            Ok(r) => r,
+            // The sender lives as long as the watch.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
 /// `From` each of redb's error types for `$target`, through `$via`, a
 /// function of [`redb::Error`].
 #[macro_export]

@@ -179,7 +179,7 @@ pub struct Store {
     zones: std::sync::OnceLock<std::collections::HashMap<String, chrono_tz::Tz>>,
     /// Why the store failed, once it has (its redo log poisoned): see
     /// [`Store::failed`].
-    failed: std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>,
+    failed: mev_store::wal::FailureWatch,
 }
 
 /// What the dedup index knows of a message id.
@@ -237,11 +237,7 @@ impl Store {
     }
 
     fn init(db: Db) -> Result<Self, StoreError> {
-        let failed = std::sync::Arc::new(tokio::sync::watch::Sender::new(None));
-        let tell = failed.clone();
-        db.on_failure(Box::new(move |reason| {
-            tell.send_replace(Some(reason.to_string()));
-        }));
+        let failed = mev_store::wal::FailureWatch::of(&db);
         let tx = db.begin(true)?;
         tx.open(MESSAGES)?;
         tx.open(OPEN_REQUESTS)?;
@@ -274,16 +270,7 @@ impl Store {
 
     /// Resolves, with the reason, once the store has failed.
     pub async fn failed(&self) -> String {
-        let mut rx = self.failed.subscribe();
-        let reason = rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|r| r.clone().unwrap_or_default());
-        match reason {
-            Ok(r) => r,
-            // The sender lives as long as the store.
-            Err(_) => std::future::pending().await,
-        }
+        self.failed.failed().await
     }
 
     /// Notes a fatal failure seen outside the redo log's commit (redb's

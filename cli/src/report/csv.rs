@@ -2,7 +2,7 @@
 //! service, then the total row labelled `(total)`. Reply times are in
 //! milliseconds, empty where there were no replies.
 
-use super::sla::{Row, SlaReport, REPLY_KINDS};
+use super::sla::{Row, SlaReport};
 
 /// The columns after the first (which is `agency` or `service`).
 pub const COLUMNS: [&str; 14] = [
@@ -39,16 +39,7 @@ pub fn render(report: &SlaReport) -> String {
 
 /// A row's fields, in the order of the header.
 fn fields(r: &Row) -> Vec<String> {
-    let mut counts = vec![r.requests, r.replies.total];
-    counts.extend(REPLY_KINDS.iter().map(|k| r.replies.of(k)));
-    counts.extend([
-        r.on_time,
-        r.late,
-        r.breached,
-        r.at_risk,
-        r.late_dispatch,
-        r.rejected,
-    ]);
+    let counts = r.counts();
     let times = [r.reply_time_ms.median, r.reply_time_ms.p95]
         .map(|t| t.map_or(String::new(), |t| t.to_string()));
     std::iter::once(r.key.clone())

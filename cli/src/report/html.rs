@@ -194,16 +194,7 @@ fn table(r: &SlaReport) -> Markup {
 
 fn cells(row: &Row, id_prefix: Option<&str>) -> Markup {
     let id = |col: &str| id_prefix.map(|p| format!("{p}-{col}"));
-    let mut counts = vec![row.requests, row.replies.total];
-    counts.extend(REPLY_KINDS.iter().map(|k| row.replies.of(k)));
-    counts.extend([
-        row.on_time,
-        row.late,
-        row.breached,
-        row.at_risk,
-        row.late_dispatch,
-        row.rejected,
-    ]);
+    let counts = row.counts();
     let times = [
         ("reply_median_ms", row.reply_time_ms.median),
         ("reply_p95_ms", row.reply_time_ms.p95),

@@ -127,6 +127,24 @@ pub struct Row {
     pub reply_time_ms: ReplyTimes,
 }
 
+impl Row {
+    /// The row's counts, in the order of the CSV columns after the key
+    /// (`requests` to `rejected`; [`super::csv::COLUMNS`]).
+    pub fn counts(&self) -> Vec<u64> {
+        let mut counts = vec![self.requests, self.replies.total];
+        counts.extend(REPLY_KINDS.iter().map(|k| self.replies.of(k)));
+        counts.extend([
+            self.on_time,
+            self.late,
+            self.breached,
+            self.at_risk,
+            self.late_dispatch,
+            self.rejected,
+        ]);
+        counts
+    }
+}
+
 /// One bar of the reply-time distribution: times below `upper_ms` (and at
 /// or above the previous bar's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
