@@ -1,6 +1,6 @@
 //! What the fuzz targets run, one function per target.
 //!
-//! This file is also compiled into `proto/tests/fuzz_regressions.rs` (by
+//! This file is also compiled into `proto/tests/it/fuzz_regressions.rs` (by
 //! `#[path]`), which replays every input kept under `fuzz/regressions/` and
 //! the committed seeds through exactly these functions on stable Rust. So it
 //! uses only what `mev-proto` itself depends on (mev-proto, prost, chrono).

@@ -7,7 +7,7 @@
 //! `fuzz/regressions/<target>/` (see fuzz/README.md); this test then fails
 //! until the bug is fixed, and guards it afterwards.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod targets;
 

@@ -1,7 +1,7 @@
 //! Certificate trust: each way a certificate can be wrong is rejected with its
 //! own error, and a good one passes.
 
-mod pki_support;
+use super::pki_support;
 
 use chrono::Utc;
 use mev_proto::envelope::hex;

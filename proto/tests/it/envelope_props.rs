@@ -2,7 +2,7 @@
 //! single flipped bit in the header, the payload or the signature survives
 //! opening and verification. Plus every ring algorithm end to end.
 
-mod pki_support;
+use super::pki_support;
 
 use chrono::Utc;
 use mev_proto::crypto::{
