@@ -118,6 +118,7 @@ pub async fn run<T: Topology>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::prelude::*;
     use mev_transport::{Confirms, Consumer, Names, Outgoing, QueueDepth, Route, Transport};
     use std::collections::HashMap;
     use std::sync::atomic::AtomicBool;

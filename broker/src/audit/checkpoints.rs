@@ -3,6 +3,7 @@
 
 use crate::context::Context;
 use crate::journal::checkpoint::{Checkpoint, EVERY};
+use crate::store::prelude::*;
 use crate::store::{Store, StoreError};
 use mev_proto::crypto::Identity;
 use std::sync::Arc;

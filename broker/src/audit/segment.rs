@@ -9,6 +9,7 @@
 //! line, then each entry as a 4-byte big-endian length and its stored bytes.
 
 use crate::journal::merkle::{self, Frontier};
+use crate::store::prelude::*;
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;

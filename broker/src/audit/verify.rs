@@ -5,6 +5,7 @@
 use crate::journal::checkpoint::{from_hex_bytes, to_hex_bytes, Checkpoint};
 use crate::journal::entry::{leaf_of, Entry};
 use crate::journal::merkle::{self, Frontier, Hash};
+use crate::store::prelude::*;
 use crate::store::{EventKind, Store, StoreError};
 use mev_proto::crypto::SignatureVerifier;
 use mev_proto::envelope::{self, Limits};
