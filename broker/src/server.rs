@@ -306,7 +306,7 @@ impl BrokerHandle {
         // The last checkpoint covers everything recorded before the stop.
         let ctx = self.ctx.clone();
         let at = ctx.clock.now().timestamp_millis();
-        if let Err(e) = crate::audit::checkpoints::write(&ctx.store, &ctx.identity, at) {
+        if let Err(e) = crate::audit::checkpoints::write(&*ctx.store, &ctx.identity, at) {
             tracing::error!(error = %e, "cannot write the final journal checkpoint");
         }
     }
