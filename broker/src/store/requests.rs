@@ -89,3 +89,57 @@ impl RequestState for Redb {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OpenRequest;
+    use crate::store::prelude::*;
+    use crate::store::{Store, StoreError};
+
+    #[test]
+    fn requests_open_update_and_close_in_their_transaction() {
+        requests_open_update_and_close_in_their_transaction_on(&Store::in_memory().unwrap());
+    }
+
+    /// Engine-independent: every engine of [`State`] must pass it.
+    fn requests_open_update_and_close_in_their_transaction_on<S: State>(store: &S) {
+        let req = OpenRequest {
+            sender: "A".into(),
+            recipient: "B".into(),
+            service: "S".into(),
+            accepted_at_ms: 5,
+            policy: "p".into(),
+            deadline_ms: Some(50),
+            at_risk_ms: Some(40),
+            breached: false,
+        };
+        // Not opened by a transaction that fails.
+        let failed: Result<(), _> = store.write(|t| {
+            t.requests().open("r", &req)?;
+            Err(StoreError::Journal("refused".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.open_request("r").unwrap(), None);
+        store.write(|t| t.requests().open("r", &req)).unwrap();
+        assert_eq!(store.open_request("r").unwrap().as_ref(), Some(&req));
+        let breached = OpenRequest {
+            breached: true,
+            ..req.clone()
+        };
+        let before = store
+            .write(|t| {
+                let before = t.requests().get("r")?;
+                t.requests().open("r", &breached)?;
+                Ok(before)
+            })
+            .unwrap();
+        assert_eq!(before.as_ref(), Some(&req));
+        assert_eq!(store.open_request("r").unwrap().as_ref(), Some(&breached));
+        assert_eq!(store.counts().unwrap().1, 1);
+        let closed = store.write(|t| t.requests().close("r")).unwrap();
+        assert_eq!(closed.as_ref(), Some(&breached));
+        assert_eq!(store.write(|t| t.requests().close("r")).unwrap(), None);
+        assert_eq!(store.open_request("r").unwrap(), None);
+        assert_eq!(store.counts().unwrap().1, 0);
+    }
+}

@@ -135,3 +135,68 @@ impl TimerState for Redb {
         self.timer_signal.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Timer, TimerKind};
+    use crate::store::prelude::*;
+    use crate::store::{Store, StoreError};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn timers_come_due_in_order_and_a_commit_that_arms_one_wakes_the_task() {
+        timers_come_due_in_order_and_a_commit_that_arms_one_wakes_the_task_on(
+            &Store::in_memory().unwrap(),
+        )
+        .await;
+    }
+
+    /// Engine-independent: every engine of [`State`] must pass it.
+    async fn timers_come_due_in_order_and_a_commit_that_arms_one_wakes_the_task_on<S: State>(
+        store: &S,
+    ) {
+        let woken = || tokio::time::timeout(Duration::from_millis(50), store.timers_changed());
+        // A transaction that fails arms nothing and wakes no one.
+        let failed: Result<(), _> = store.write(|t| {
+            t.timers().arm(5, "x", TimerKind::Breach)?;
+            Err(StoreError::Journal("refused".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.timers_len().unwrap(), 0);
+        assert!(woken().await.is_err(), "no commit armed a timer");
+        store
+            .write(|t| {
+                t.timers().arm(30, "b", TimerKind::Breach)?;
+                t.timers().arm(10, "a", TimerKind::AtRisk)?;
+                t.timers().arm(20, "a", TimerKind::Breach)?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(woken().await.is_ok(), "the commit woke the timer task");
+        assert_eq!(store.next_timer().unwrap(), Some(10));
+        assert_eq!(store.timers_len().unwrap(), 3);
+        let due = store.write(|t| t.timers().take_due(20, 10)).unwrap();
+        assert_eq!(
+            due,
+            [
+                Timer {
+                    due_ms: 10,
+                    request_id: "a".into(),
+                    kind: TimerKind::AtRisk
+                },
+                Timer {
+                    due_ms: 20,
+                    request_id: "a".into(),
+                    kind: TimerKind::Breach
+                },
+            ]
+        );
+        assert_eq!(store.next_timer().unwrap(), Some(30));
+        store
+            .write(|t| t.timers().disarm(30, "b", TimerKind::Breach))
+            .unwrap();
+        assert_eq!(store.timers_len().unwrap(), 0);
+        assert_eq!(store.next_timer().unwrap(), None);
+        assert!(woken().await.is_err(), "taking and disarming wake no one");
+    }
+}
