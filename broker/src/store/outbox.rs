@@ -126,7 +126,7 @@ impl Schema for Entries {
 /// envelope is missing.
 pub type OutboxItem = (u64, OutboxEntry, Option<Arc<[u8]>>);
 
-/// What [`Store::outbox_next`] or [`Store::outbox_recent`] read.
+/// What [`OutboxState::outbox_next`] or [`OutboxState::outbox_recent`] read.
 #[derive(Debug)]
 pub struct OutboxRead {
     /// In order.
