@@ -63,8 +63,9 @@ pub mod prelude {
 /// What an engine guarantees (redb's, and what another must provide):
 /// - `write` commits all of `f`'s writes or none; when it returns `Ok` they
 ///   are durable (fsynced) and visible to every read begun after; an `Err`
-///   from `f` leaves nothing behind, in memory either (the outbox's memory
-///   of fresh entries, the confirmed entries waiting for removal);
+///   from `f` writes nothing and keeps nothing of it in memory (no fresh
+///   outbox entries), and the confirmed entries it would have removed wait
+///   for the next write;
 /// - write transactions are serialised: outbox sequences and journal
 ///   sequences rise in commit order, with no gap a reader could pass and
 ///   then see filled;
