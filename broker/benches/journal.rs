@@ -14,6 +14,7 @@
 
 use mev_broker::audit;
 use mev_broker::register::Register;
+use mev_broker::store::prelude::*;
 use mev_broker::store::{Event, EventKind, Store};
 use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::RingVerifier;
@@ -72,7 +73,8 @@ fn main() {
         store
             .write(|t| {
                 for k in keys {
-                    t.record_with(&event(k, now + k as i64), &envelope)?;
+                    t.journal()
+                        .append_with(&event(k, now + k as i64), &envelope)?;
                 }
                 Ok(())
             })

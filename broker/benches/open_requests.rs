@@ -14,6 +14,7 @@ use mev_adapter::transport::embedded::Embedded;
 use mev_broker::pipeline::{Batching, Context};
 use mev_broker::register::Register;
 use mev_broker::server::Broker;
+use mev_broker::store::prelude::*;
 use mev_broker::store::{Event, EventKind, OpenRequest, Store, TimerKind};
 use mev_devpki::{DevPki, KeyAlg};
 use std::path::{Path, PathBuf};
@@ -74,16 +75,16 @@ fn fill(dir: &Path, n: usize, overdue: usize) {
                     } else {
                         now + 86_400_000 + (k as i64 % 86_400) * 1000
                     };
-                    t.accept(&id, &[k as u8; 32], now)?;
+                    t.dedup().accept(&id, &[k as u8; 32], now)?;
                     // The journal entry that keeps the request's envelope.
-                    t.record_with(
+                    t.journal().append_with(
                         &Event {
                             message_id: id.clone(),
                             ..Event::new(now, EventKind::Received)
                         },
                         &[0u8; 64],
                     )?;
-                    t.insert_open_request(
+                    t.requests().open(
                         &id,
                         &OpenRequest {
                             sender: consumer.clone(),
@@ -96,8 +97,8 @@ fn fill(dir: &Path, n: usize, overdue: usize) {
                             breached: false,
                         },
                     )?;
-                    t.arm(due - 3_600_000, &id, TimerKind::AtRisk)?;
-                    t.arm(due, &id, TimerKind::Breach)?;
+                    t.timers().arm(due - 3_600_000, &id, TimerKind::AtRisk)?;
+                    t.timers().arm(due, &id, TimerKind::Breach)?;
                 }
                 Ok(())
             })

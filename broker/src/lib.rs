@@ -10,8 +10,10 @@
 //! - [`ratelimit`] — per-agency token buckets.
 //! - [`journal`] — the journal's format: events, entries, the Merkle tree,
 //!   signed tree heads.
-//! - [`store`] — the on-disk state (redb through `mev-store`): dedup index,
-//!   open requests, timers, the journal's tables, the outbox.
+//! - [`store`] — the broker's state, one module per concept (dedup index,
+//!   open requests, timers, the journal's tables, the outbox) behind one
+//!   interface (`Engine`, `Txn`, `State`); today's engine is redb through
+//!   `mev-store`.
 //! - [`context`] — what the broker's tasks share, built once at start.
 //! - [`sign`] — receipts and notices signed by the exchange, put in the outbox.
 //! - [`deadline`] — deadlines fixed, tracked and their timers fired.

@@ -48,7 +48,7 @@ const SWEEP: Duration = Duration::from_secs(30);
 /// How long a stop waits for the confirms of rounds in flight.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 /// Confirmed entries wait for the store's next write transaction (see
-/// `Store::outbox_confirmed`) until this many wait, or the drain has been
+/// `OutboxState::outbox_confirmed`) until this many wait, or the drain has been
 /// idle this long: then it removes them in a transaction of its own (lazy:
 /// the next durable commit carries it to disk).
 const REMOVE_AT: usize = 4 * TAKE;
@@ -118,6 +118,7 @@ pub async fn run<T: Topology>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::prelude::*;
     use mev_transport::{Confirms, Consumer, Names, Outgoing, QueueDepth, Route, Transport};
     use std::collections::HashMap;
     use std::sync::atomic::AtomicBool;

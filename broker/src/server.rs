@@ -7,6 +7,7 @@ use crate::context::Context;
 use crate::metrics::Counters;
 use crate::pipeline::{self, Batching};
 use crate::register::Register;
+use crate::store::prelude::*;
 use crate::store::Store;
 use anyhow::Context as _;
 use mev_proto::crypto::{Identity, RingVerifier};
@@ -163,7 +164,7 @@ fn record_start(ctx: &Context) {
             crate::store::EventKind::RegisterLoaded,
         )
     };
-    if let Err(e) = ctx.store.write(|t| t.record(&event).map(|_| ())) {
+    if let Err(e) = ctx.store.write(|t| t.journal().append(&event).map(|_| ())) {
         tracing::error!(error = %e, "cannot journal the start");
     }
 }
@@ -311,7 +312,7 @@ impl BrokerHandle {
         }
         // The last checkpoint covers everything recorded before the stop.
         let at = ctx.clock.now().timestamp_millis();
-        if let Err(e) = crate::audit::checkpoints::write(&ctx.store, &ctx.identity, at) {
+        if let Err(e) = crate::audit::checkpoints::write(&*ctx.store, &ctx.identity, at) {
             tracing::error!(error = %e, "cannot write the final journal checkpoint");
         }
         // A clean close: redb made durable on its own, the redo log emptied

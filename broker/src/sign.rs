@@ -5,6 +5,7 @@
 //! what that transaction makes durable.
 
 use crate::journal::{Event, EventKind};
+use crate::store::prelude::*;
 use crate::store::{OutboxEntry, Purpose, StoreError, Txn};
 use chrono::{DateTime, TimeZone, Utc};
 use mev_proto::crypto::Identity;
@@ -62,9 +63,9 @@ pub struct Notice {
 /// Signs `notice`, journals it and puts it in the outbox, in `t`. A notice
 /// that cannot be signed is logged and skipped (the deadline event itself
 /// is journalled by the tracker either way).
-pub fn send_notice(
+pub fn send_notice<T: Txn>(
     identity: &Identity,
-    t: &mut Txn<'_>,
+    t: &mut T,
     now_ms: i64,
     notice: &Notice,
 ) -> Result<(), StoreError> {
@@ -97,7 +98,7 @@ pub fn send_notice(
             return Ok(());
         }
     };
-    let entry = t.record_with(
+    let entry = t.journal().append_with(
         &Event {
             message_id: message_id.clone(),
             sender: identity.agency.clone(),
@@ -110,7 +111,7 @@ pub fn send_notice(
         },
         &bytes,
     )?;
-    t.enqueue(
+    t.outbox().enqueue(
         &OutboxEntry {
             to: notice.to.clone(),
             message_id,

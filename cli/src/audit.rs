@@ -5,6 +5,7 @@ use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
 use mev_adapter::transport::{Outgoing, Route, Transport};
 use mev_broker::audit::{self, InclusionProof};
 use mev_broker::journal::entry::Entry;
+use mev_broker::store::prelude::*;
 use mev_broker::store::Store;
 use mev_proto::crypto::RingVerifier;
 use mev_proto::trust::TrustStore;

@@ -32,6 +32,7 @@ use mev_adapter::transport::{Topology, Transport};
 use mev_adapter::{Adapter, AdapterConfig, NoHandler, OutgoingRequest};
 use mev_broker::metrics::Counters;
 use mev_broker::register::Register;
+use mev_broker::store::prelude::*;
 use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};
@@ -479,8 +480,8 @@ fn fill(
         let now_ms = chrono::Utc::now().timestamp_millis();
         store.write(|t| {
             for (id, digest, bytes) in &batch {
-                t.accept(id, digest, now_ms)?;
-                let entry = t.record_with(
+                t.dedup().accept(id, digest, now_ms)?;
+                let entry = t.journal().append_with(
                     &Event {
                         message_id: id.clone(),
                         recipient: provider.to_string(),
@@ -488,7 +489,7 @@ fn fill(
                     },
                     bytes,
                 )?;
-                t.enqueue(
+                t.outbox().enqueue(
                     &OutboxEntry {
                         to: provider.to_string(),
                         message_id: id.clone(),

@@ -23,6 +23,7 @@ use mev_broker::metrics::{Counters, Snapshot};
 use mev_broker::pipeline::{Batching, Context};
 use mev_broker::register::{Register, Service};
 use mev_broker::server::{Broker, BrokerHandle};
+use mev_broker::store::OutboxState;
 use mev_broker::store::Store;
 use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingVerifier, SignatureVerifier};

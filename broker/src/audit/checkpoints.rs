@@ -3,7 +3,8 @@
 
 use crate::context::Context;
 use crate::journal::checkpoint::{Checkpoint, EVERY};
-use crate::store::{Store, StoreError};
+use crate::store::prelude::*;
+use crate::store::StoreError;
 use mev_proto::crypto::Identity;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 /// Signs and keeps a checkpoint of the journal now, unless the newest one
 /// already covers it. Returns the new checkpoint, if one was written.
 pub fn write(
-    store: &Store,
+    store: &impl JournalState,
     identity: &Identity,
     at_ms: i64,
 ) -> Result<Option<Checkpoint>, StoreError> {
@@ -35,7 +36,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         }
         let c = ctx.clone();
         let done = tokio::task::spawn_blocking(move || {
-            write(&c.store, &c.identity, c.clock.now().timestamp_millis())
+            write(&*c.store, &c.identity, c.clock.now().timestamp_millis())
         })
         .await;
         match done {

@@ -9,7 +9,8 @@
 //! line, then each entry as a 4-byte big-endian length and its stored bytes.
 
 use crate::journal::merkle::{self, Frontier};
-use crate::store::{Store, StoreError};
+use crate::store::prelude::*;
+use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -70,7 +71,12 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, SegmentError> {
 
 /// Seals entries `sealed_upto..upto` into a new segment file in `dir` and
 /// removes their bodies from the live store. Returns the file written.
-pub fn seal(store: &Store, upto: u64, dir: &Path, now_ms: i64) -> Result<PathBuf, SegmentError> {
+pub fn seal(
+    store: &(impl JournalState + OutboxState),
+    upto: u64,
+    dir: &Path,
+    now_ms: i64,
+) -> Result<PathBuf, SegmentError> {
     let first = store.journal_sealed_upto()?;
     let (size, _) = store.journal_head()?;
     if upto <= first || upto > size {

@@ -5,7 +5,8 @@
 use crate::journal::checkpoint::{from_hex_bytes, to_hex_bytes, Checkpoint};
 use crate::journal::entry::{leaf_of, Entry};
 use crate::journal::merkle::{self, Frontier, Hash};
-use crate::store::{EventKind, Store, StoreError};
+use crate::store::prelude::*;
+use crate::store::{EventKind, StoreError};
 use mev_proto::crypto::SignatureVerifier;
 use mev_proto::envelope::{self, Limits};
 use mev_proto::trust::TrustStore;
@@ -271,7 +272,7 @@ impl Walker<'_> {
 /// `segments` (their chain checked too); without it, their stored leaf
 /// hashes are taken as they are. `progress` is called with entries done.
 pub fn verify(
-    store: &Store,
+    store: &impl JournalState,
     verifier: &dyn SignatureVerifier,
     trust: Option<&TrustStore>,
     segments: Option<&std::path::Path>,
@@ -435,7 +436,7 @@ fn fmt_ms(ms: i64) -> String {
 /// An entry's stored bytes: from the live store, or, once sealed, from the
 /// segment files in `segments`.
 pub fn entry_bytes(
-    store: &Store,
+    store: &impl JournalState,
     seq: u64,
     segments: Option<&std::path::Path>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
@@ -462,7 +463,7 @@ pub fn entry_bytes(
 /// The entries about a message and the messages answering it, in order
 /// (sealed ones read from `segments`, if given).
 pub fn trace(
-    store: &Store,
+    store: &impl JournalState,
     message_id: &str,
     segments: Option<&std::path::Path>,
 ) -> Result<Vec<Entry>, StoreError> {
@@ -525,7 +526,7 @@ pub enum ProveError {
 /// The inclusion proof of the first entry recording message `id` (sealed
 /// entries read from `segments`, if given).
 pub fn prove(
-    store: &Store,
+    store: &impl JournalState,
     id: &str,
     segments: Option<&std::path::Path>,
 ) -> Result<InclusionProof, ProveError> {
@@ -611,7 +612,7 @@ pub fn check_proof(
 /// The accepted messages (requests, replies, status updates) recorded with
 /// `from <= at < to`, in order: (message id, envelope).
 pub fn replay_range(
-    store: &Store,
+    store: &impl JournalState,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

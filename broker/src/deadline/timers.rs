@@ -7,6 +7,7 @@
 
 use super::track;
 use crate::context::Context;
+use crate::store::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,7 +37,7 @@ pub async fn fire_due(ctx: &Arc<Context>) -> usize {
         let result = tokio::task::spawn_blocking(move || {
             let mut sla = Vec::new();
             let n = c.store.write(|t| {
-                let due = t.take_due(now_ms, SLICE)?;
+                let due = t.timers().take_due(now_ms, SLICE)?;
                 let mut notices = Vec::new();
                 for timer in &due {
                     track::fire(&c.register, t, now_ms, timer, &mut sla, &mut notices)?;

@@ -24,6 +24,7 @@ use crate::journal::{Event, EventKind};
 use crate::metrics::{SlaEvent, SlaOutcome};
 use crate::register::Register;
 use crate::sign::Notice;
+use crate::store::prelude::*;
 use crate::store::{OpenRequest, StoreError, Timer, TimerKind, Txn};
 use chrono::{DateTime, TimeZone, Utc};
 use mev_proto::envelope::Opened;
@@ -52,10 +53,10 @@ fn event(kind: EventKind, now_ms: i64, id: &str, req: &OpenRequest) -> Event {
 /// The open request for an accepted request, with its deadline fixed and
 /// its timers armed.
 /// `at_risk_fraction`: when the provider is warned (`None`: never).
-pub fn on_request(
+pub fn on_request<T: Txn>(
     register: &Register,
     at_risk_fraction: Option<f64>,
-    t: &mut Txn<'_>,
+    t: &mut T,
     now_ms: i64,
     opened: &Opened,
     sla: &mut Vec<SlaEvent>,
@@ -79,7 +80,7 @@ pub fn on_request(
             tracing::error!(request = %h.message_id, error = %e, "no deadline could be fixed");
             let mut ev = event(EventKind::DeadlineUnknown, now_ms, &h.message_id, &req);
             ev.reason = e.to_string();
-            t.record(&ev)?;
+            t.journal().append(&ev)?;
             return Ok(req);
         }
     };
@@ -87,7 +88,7 @@ pub fn on_request(
     if let Some(reply) = &fixed.reply {
         let due = reply.at.timestamp_millis();
         req.deadline_ms = Some(due);
-        t.arm(due, &h.message_id, TimerKind::Breach)?;
+        t.timers().arm(due, &h.message_id, TimerKind::Breach)?;
         if let Some(fraction) = at_risk_fraction {
             let start = h
                 .sent_at
@@ -97,7 +98,7 @@ pub fn on_request(
             let at = at_risk_at(start, reply.at, fraction).timestamp_millis();
             if at < due {
                 req.at_risk_ms = Some(at);
-                t.arm(at, &h.message_id, TimerKind::AtRisk)?;
+                t.timers().arm(at, &h.message_id, TimerKind::AtRisk)?;
             }
         }
     }
@@ -122,7 +123,7 @@ pub fn on_request(
                 deadline: d.at,
             });
         }
-        t.record(&ev)?;
+        t.journal().append(&ev)?;
         sla.push(SlaEvent {
             agency: h.sender.clone(),
             service: h.service.clone(),
@@ -134,15 +135,15 @@ pub fn on_request(
 }
 
 /// A reply closed `req`: on time or late, and its timers disarmed.
-pub fn on_reply(
-    t: &mut Txn<'_>,
+pub fn on_reply<T: Txn>(
+    t: &mut T,
     now_ms: i64,
     request_id: &str,
     req: &OpenRequest,
     sla: &mut Vec<SlaEvent>,
 ) -> Result<(), StoreError> {
     if let Some(at) = req.at_risk_ms {
-        t.disarm(at, request_id, TimerKind::AtRisk)?;
+        t.timers().disarm(at, request_id, TimerKind::AtRisk)?;
     }
     let reply_ms = Some(now_ms - req.accepted_at_ms);
     let Some(due) = req.deadline_ms else {
@@ -154,7 +155,7 @@ pub fn on_reply(
         });
         return Ok(());
     };
-    t.disarm(due, request_id, TimerKind::Breach)?;
+    t.timers().disarm(due, request_id, TimerKind::Breach)?;
     let late = now_ms > due;
     let mut ev = event(
         if late {
@@ -169,7 +170,7 @@ pub fn on_reply(
     if late {
         ev.late_by_ms = Some(now_ms - due);
     }
-    t.record(&ev)?;
+    t.journal().append(&ev)?;
     sla.push(SlaEvent {
         agency: req.recipient.clone(),
         service: req.service.clone(),
@@ -185,15 +186,15 @@ pub fn on_reply(
 
 /// Acts on a timer that fell due (it was taken off the timer table in this
 /// transaction). A timer of a request already answered does nothing.
-pub fn fire(
+pub fn fire<T: Txn>(
     register: &Register,
-    t: &mut Txn<'_>,
+    t: &mut T,
     now_ms: i64,
     timer: &Timer,
     sla: &mut Vec<SlaEvent>,
     notices: &mut Vec<Notice>,
 ) -> Result<(), StoreError> {
-    let Some(mut req) = t.open_request(&timer.request_id)? else {
+    let Some(mut req) = t.requests().get(&timer.request_id)? else {
         return Ok(());
     };
     let id = timer.request_id.as_str();
@@ -215,7 +216,7 @@ pub fn fire(
             });
             let mut ev = event(EventKind::DeadlineAtRisk, now_ms, id, &req);
             ev.late_by_ms = Some(late_by);
-            t.record(&ev)?;
+            t.journal().append(&ev)?;
             sla.push(SlaEvent {
                 agency: req.recipient.clone(),
                 service: req.service.clone(),
@@ -225,7 +226,7 @@ pub fn fire(
         }
         TimerKind::Breach => {
             req.breached = true;
-            t.insert_open_request(id, &req)?;
+            t.requests().open(id, &req)?;
             let text = format!(
                 "request {id} from {} to {} for service {} was not answered by its deadline {}",
                 req.sender,
@@ -251,7 +252,7 @@ pub fn fire(
                     late_by as f64 / 1000.0
                 );
             }
-            t.record(&ev)?;
+            t.journal().append(&ev)?;
             sla.push(SlaEvent {
                 agency: req.recipient.clone(),
                 service: req.service.clone(),

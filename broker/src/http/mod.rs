@@ -17,6 +17,7 @@ pub mod prometheus;
 
 use crate::context::Context;
 use crate::metrics::{HistogramSnapshot, RecentRejection, SlaCounts, SlaRow};
+use crate::store::prelude::*;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -23,6 +23,7 @@ pub mod validate;
 pub mod verify;
 
 pub use crate::context::Context;
+use crate::store::prelude::*;
 use mev_proto::envelope::Opened;
 use mev_transport::{Consumer, Delivery};
 use record::Verdict;

@@ -6,6 +6,7 @@
 use super::record::Verdict;
 use super::Context;
 use crate::sign::{seal_own, Own};
+use crate::store::prelude::*;
 use crate::store::{Event, EventKind, OutboxEntry, Purpose, StoreError, Txn};
 use mev_proto::pb::{self, Kind};
 use mev_proto::ErrorCode;
@@ -15,9 +16,9 @@ use std::collections::BTreeMap;
 /// Signs the receipts of a batch, keeps each envelope and puts it in the
 /// outbox to its sender, all in the batch's transaction: a receipt is sent
 /// only for what that transaction makes durable.
-pub fn enqueue(
+pub fn enqueue<T: Txn>(
     ctx: &Context,
-    t: &mut Txn<'_>,
+    t: &mut T,
     verdicts: &[Verdict],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<usize, StoreError> {
@@ -70,7 +71,7 @@ pub fn enqueue(
                 continue;
             }
         };
-        let entry = t.record_with(
+        let entry = t.journal().append_with(
             &Event {
                 message_id: message_id.clone(),
                 sender: ctx.identity.agency.clone(),
@@ -79,7 +80,7 @@ pub fn enqueue(
             },
             &bytes,
         )?;
-        t.enqueue(
+        t.outbox().enqueue(
             &OutboxEntry {
                 to: sender,
                 message_id,

@@ -6,6 +6,7 @@
 use super::decode::Refused;
 use super::Context;
 use crate::metrics::SlaEvent;
+use crate::store::prelude::*;
 use crate::store::{Event, EventKind, OutboxEntry, Purpose, StoreError, Txn};
 use mev_proto::envelope::Opened;
 use mev_proto::pb::Kind;
@@ -59,9 +60,9 @@ fn refused_event(kind: EventKind, now_ms: i64, r: &Refused) -> Event {
 }
 
 /// Records one checked message and decides its verdict.
-pub fn apply(
+pub fn apply<T: Txn>(
     ctx: &Context,
-    t: &mut Txn<'_>,
+    t: &mut T,
     now_ms: i64,
     item: Result<Opened, Box<Refused>>,
     raw: Vec<u8>,
@@ -72,7 +73,7 @@ pub fn apply(
         Err(refused) => return reject(ctx, t, now_ms, refused, &raw),
     };
     let id = opened.header.message_id.clone();
-    if let Some(seen) = t.seen(&id)? {
+    if let Some(seen) = t.dedup().seen(&id)? {
         if seen.digest != opened.digest {
             let r = Refused::of(
                 &opened,
@@ -83,7 +84,8 @@ pub fn apply(
             );
             return reject(ctx, t, now_ms, Box::new(r), &raw);
         }
-        t.record(&event(EventKind::Duplicate, now_ms, &opened))?;
+        t.journal()
+            .append(&event(EventKind::Duplicate, now_ms, &opened))?;
         return Ok(Verdict::Duplicate {
             opened: Box::new(opened),
         });
@@ -106,33 +108,35 @@ pub fn apply(
             for notice in &notices {
                 crate::sign::send_notice(&ctx.identity, t, now_ms, notice)?;
             }
-            t.insert_open_request(&id, &open)?;
+            t.requests().open(&id, &open)?;
             let mut received = event(EventKind::Received, now_ms, &opened);
             received.deadline_ms = open.deadline_ms;
             received.reason = open.policy;
-            let entry = t.record_with(&received, &raw)?;
+            let entry = t.journal().append_with(&received, &raw)?;
             (h.recipient.clone(), entry)
         }
         Kind::Reply => {
             if let Err(r) = check_reply(ctx, t, &opened)? {
                 return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
             }
-            if let Some(req) = t.close_request(&h.in_reply_to)? {
+            if let Some(req) = t.requests().close(&h.in_reply_to)? {
                 crate::deadline::track::on_reply(t, now_ms, &h.in_reply_to, &req, sla)?;
             }
             let mut received = event(EventKind::ReplyReceived, now_ms, &opened);
             received.reason = reply_kind(h).to_string();
-            let entry = t.record_with(&received, &raw)?;
+            let entry = t.journal().append_with(&received, &raw)?;
             let mut closed = event(EventKind::RequestClosed, now_ms, &opened);
             closed.message_id = h.in_reply_to.clone();
-            t.record(&closed)?;
+            t.journal().append(&closed)?;
             (h.recipient.clone(), entry)
         }
         Kind::Status => {
             if let Err(r) = check_status(t, &opened)? {
                 return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
             }
-            let entry = t.record_with(&event(EventKind::Received, now_ms, &opened), &raw)?;
+            let entry = t
+                .journal()
+                .append_with(&event(EventKind::Received, now_ms, &opened), &raw)?;
             (h.recipient.clone(), entry)
         }
         other => {
@@ -143,8 +147,8 @@ pub fn apply(
             return reject(ctx, t, now_ms, Box::new(Refused::of(&opened, r)), &raw);
         }
     };
-    t.accept(&id, &opened.digest, now_ms)?;
-    t.enqueue(
+    t.dedup().accept(&id, &opened.digest, now_ms)?;
+    t.outbox().enqueue(
         &OutboxEntry {
             to: to.clone(),
             message_id: id,
@@ -169,9 +173,9 @@ pub const KEEP_REFUSED: usize = 64 * 1024;
 /// authenticated RabbitMQ account cannot fill the disk at 64 KiB a message.
 pub const KEEP_GARBAGE: usize = 4 * 1024;
 
-fn reject(
+fn reject<T: Txn>(
     ctx: &Context,
-    t: &mut Txn<'_>,
+    t: &mut T,
     now_ms: i64,
     refused: Box<Refused>,
     raw: &[u8],
@@ -195,7 +199,7 @@ fn reject(
             mev_proto::envelope::hex(&mev_proto::envelope::sha256(raw))
         );
     }
-    t.record_with(&ev, &raw[..raw.len().min(keep)])?;
+    t.journal().append_with(&ev, &raw[..raw.len().min(keep)])?;
     Ok(if attributable {
         Verdict::Reject(refused)
     } else {
@@ -205,14 +209,14 @@ fn reject(
 
 /// A reply answers an open request, comes from its recipient, goes back to
 /// its sender, and (with documents) matches the service's reply schema.
-fn check_reply(
+fn check_reply<T: Txn>(
     ctx: &Context,
-    t: &Txn<'_>,
+    t: &mut T,
     opened: &Opened,
 ) -> Result<Result<(), Rejection>, StoreError> {
     let h = &opened.header;
-    let Some(req) = t.open_request(&h.in_reply_to)? else {
-        let why = if t.seen(&h.in_reply_to)?.is_some() {
+    let Some(req) = t.requests().get(&h.in_reply_to)? else {
+        let why = if t.dedup().seen(&h.in_reply_to)?.is_some() {
             "has already been answered"
         } else {
             "is not a request the exchange knows"
@@ -261,9 +265,9 @@ fn check_reply(
 }
 
 /// A status update is about an open request and goes between its two parties.
-fn check_status(t: &Txn<'_>, opened: &Opened) -> Result<Result<(), Rejection>, StoreError> {
+fn check_status<T: Txn>(t: &mut T, opened: &Opened) -> Result<Result<(), Rejection>, StoreError> {
     let h = &opened.header;
-    let Some(req) = t.open_request(&h.in_reply_to)? else {
+    let Some(req) = t.requests().get(&h.in_reply_to)? else {
         return Ok(Err(Rejection::new(
             ErrorCode::UnknownRequest,
             format!(

@@ -17,6 +17,7 @@ use mev_broker::metrics::{Counters, SlaCounts};
 use mev_broker::pipeline::{Batching, Context};
 use mev_broker::register::{DeadlinePolicy, Register, Service};
 use mev_broker::server::{Broker, BrokerHandle};
+use mev_broker::store::prelude::*;
 use mev_broker::store::{EventKind, Store};
 use mev_devpki::{DevPki, KeyAlg};
 use mev_proto::crypto::{Identity, RingVerifier};

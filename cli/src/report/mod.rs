@@ -22,6 +22,7 @@ mod svg;
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use mev_broker::store::prelude::*;
 use mev_broker::store::{Event, Store, StoreError};
 use period::{Period, PeriodError, Quarter};
 use sla::By;

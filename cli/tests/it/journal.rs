@@ -10,6 +10,7 @@ use mev_adapter::transport::embedded::Embedded;
 use mev_adapter::transport::{Topology, Transport};
 use mev_broker::audit::{self, InclusionProof, Verified};
 use mev_broker::journal::entry::Entry;
+use mev_broker::store::prelude::*;
 use mev_broker::store::{Event, EventKind, OutboxEntry, Purpose, Store};
 use mev_cli::demo::DemoArgs;
 use mev_proto::crypto::RingVerifier;
@@ -481,7 +482,7 @@ fn the_journal_is_not_sealed_past_an_envelope_the_outbox_still_publishes() {
     );
     let pending = store
         .write(|t| {
-            let entry = t.record_with(
+            let entry = t.journal().append_with(
                 &Event {
                     message_id: "waiting".into(),
                     recipient: "RU-FNS".into(),
@@ -489,7 +490,7 @@ fn the_journal_is_not_sealed_past_an_envelope_the_outbox_still_publishes() {
                 },
                 b"an envelope for an agency that is offline",
             )?;
-            t.enqueue(
+            t.outbox().enqueue(
                 &OutboxEntry {
                     to: "RU-FNS".into(),
                     message_id: "waiting".into(),

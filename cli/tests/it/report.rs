@@ -5,6 +5,7 @@
 //! dispatches and rejections where they belong, by period and time zone.
 
 use clap::Parser;
+use mev_broker::store::prelude::*;
 use mev_broker::store::{Event, EventKind, Store};
 use mev_cli::demo::DemoArgs;
 use mev_cli::report::ReportCommand;
@@ -531,7 +532,7 @@ fn synthetic_store() -> tempfile::TempDir {
     store
         .write(|t| {
             for e in &events {
-                t.record(e)?;
+                t.journal().append(e)?;
             }
             Ok(())
         })

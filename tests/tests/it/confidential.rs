@@ -10,6 +10,7 @@
 
 use mev_adapter::{AgreementKey, IncomingReply, IncomingRequest, ReplyBody};
 use mev_broker::register::Register;
+use mev_broker::store::prelude::*;
 use mev_proto::confidential::{encrypt_payload, RecipientKey};
 use mev_proto::envelope::sha256;
 use mev_proto::pb::{Envelope, Header};
