@@ -5,7 +5,7 @@
 //! - [`demo`] — `mev demo`: the exchange end to end, embedded or over RabbitMQ;
 //! - [`pki`] — `mev pki`: the development PKI on disk ([`mev_devpki`]);
 //! - [`register`] — `mev register check`;
-//! - [`audit`] — `mev audit`: verify, trace, export, prove, check a proof, replay;
+//! - [`audit`] — `mev audit`: verify, trace, export, prove, check a proof, seal, replay;
 //! - [`report`] — `mev report`: quality reports from the journal;
 //! - [`status`] — `mev status`: a running broker's state, from its endpoint;
 //! - [`deploy`] — `mev deploy`: RabbitMQ definitions with per-agency accounts.

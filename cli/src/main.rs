@@ -1,5 +1,6 @@
-//! The `mev` command-line tool: the broker, the demo, the PKI, the register,
-//! and (later) the auditor's and operator's commands.
+//! The `mev` command-line tool: the broker (`mev broker`, from `mev-broker`)
+//! and the tools of this crate's library (see `lib.rs`): demo, pki, register,
+//! audit, report, status, deploy. Exits 2 on an error, saying why.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -17,7 +18,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    // Subcommands are added here by each module: Pki, Register, Broker, Demo.
     /// Run the exchange end to end: a broker and K agencies, N requests, a summary.
     Demo(mev_cli::demo::DemoArgs),
     /// Run the broker: consume the ingress, check, route, receipt.
@@ -31,7 +31,7 @@ enum Command {
     },
     /// The Unified Register of services: check it.
     Register(mev_cli::register::RegisterArgs),
-    /// The audit journal: verify, trace, export, prove, check a proof, replay.
+    /// The audit journal: verify, trace, export, prove, check a proof, seal, replay.
     Audit {
         #[command(subcommand)]
         cmd: mev_cli::audit::AuditCommand,

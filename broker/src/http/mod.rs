@@ -1,12 +1,12 @@
-//! The operators' HTTP endpoint (axum): `/metrics` in the Prometheus text
-//! format, `/api/status` as JSON, `/healthz`, `/readyz`, and a dashboard at
-//! `/` (plain HTML and JavaScript embedded in the binary, loading nothing from
-//! elsewhere).
+//! The operators' HTTP endpoint (axum): `/metrics` in the OpenMetrics text
+//! format ([`prometheus`]), `/api/status` as JSON, `/healthz`, `/readyz`,
+//! and a dashboard at `/` (plain HTML and JavaScript embedded in the binary,
+//! loading nothing from elsewhere).
 //!
 //! Queue depths come from RabbitMQ itself: a task polls the ingress and every
-//! registered agency's inbox ([`Transport::queue_depth`], a passive declare)
-//! every `queue_poll` and keeps the result in a [`QueueWatch`] that the
-//! handlers read; a request never waits on RabbitMQ. Counters come from
+//! registered agency's inbox ([`Topology::queue_depth`], a passive declare)
+//! every `[http] queue_poll_secs` and keeps the result in a [`QueueWatch`]
+//! that the handlers read; a request never waits on RabbitMQ. Counters come from
 //! [`crate::metrics::Counters`]; store sizes from a few O(1) reads.
 //!
 //! Start it with [`crate::server::BrokerHandle::serve_http`] (what

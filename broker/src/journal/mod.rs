@@ -22,7 +22,6 @@
 //! - [`merkle`]: hashing, the tree's right edge, inclusion and consistency proofs.
 //! - [`entry`]: an entry's stored form.
 //! - [`event`]: what is recorded: an [`Event`] of an [`EventKind`].
-//! - [`entry`]: an entry's stored form.
 //! - [`checkpoint`]: signed tree heads.
 //!
 //! This module is the format only and reads no store. The tables live in

@@ -19,7 +19,9 @@
 //! - [`model`]: the entries ([`Agency`], [`Service`], [`DeadlinePolicy`], ...).
 //! - `raw`, `load`, `validate`: the TOML shape, loading, and the checks of each entry.
 //! - `schema`, `sample`: payload schemas (strict decoding, sample payloads).
-//! - [`cli`]: `mev register check`.
+//! - [`calendar`]: the working-day calendars' file format and loading.
+//!
+//! `mev register check` is the `mev-cli` crate's `register` module.
 
 pub mod calendar;
 mod error;
