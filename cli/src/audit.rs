@@ -33,8 +33,10 @@ pub enum AuditCommand {
     },
     /// The whole history of a request and its reply, in local time.
     Trace {
+        /// The broker's data directory (holding broker.redb; the broker stopped, or a copy).
         #[arg(long)]
         data: PathBuf,
+        /// The message id (a request's, or any message's).
         message_id: String,
         /// Sealed segment files, for entries no longer in the live store.
         #[arg(long)]
@@ -42,6 +44,7 @@ pub enum AuditCommand {
     },
     /// Entries as JSON lines.
     Export {
+        /// The broker's data directory (holding broker.redb; the broker stopped, or a copy).
         #[arg(long)]
         data: PathBuf,
         /// From this time (RFC 3339, or a date = its UTC midnight).
@@ -62,8 +65,10 @@ pub enum AuditCommand {
     },
     /// An inclusion proof of the entry recording a message, as JSON.
     Prove {
+        /// The broker's data directory (holding broker.redb; the broker stopped, or a copy).
         #[arg(long)]
         data: PathBuf,
+        /// The message id (a request's, or any message's).
         message_id: String,
         /// Sealed segment files, for entries no longer in the live store.
         #[arg(long)]
@@ -83,6 +88,7 @@ pub enum AuditCommand {
     /// Move entries up to a point out of the live store into a segment file
     /// that chains to the previous one (retention; the broker must be stopped).
     Seal {
+        /// The broker's data directory (holding broker.redb; the broker stopped, or a copy).
         #[arg(long)]
         data: PathBuf,
         /// Seal the entries recorded before this time (RFC 3339 or a date).
@@ -99,10 +105,13 @@ pub enum AuditCommand {
     /// replays (AMQP message id `replay:<id>`; the bytes are the original,
     /// signed envelopes).
     Replay {
+        /// The broker's data directory (holding broker.redb; the broker stopped, or a copy).
         #[arg(long)]
         data: PathBuf,
+        /// From this time (RFC 3339, or a date = its UTC midnight).
         #[arg(long)]
         from: String,
+        /// Before this time.
         #[arg(long)]
         to: String,
         /// The queue (it must exist).
