@@ -19,6 +19,7 @@
 
 use mev_adapter::message::{Applicant, Attachment, Classification, Official, RequestedDocument};
 use mev_adapter::transport::amqp::{Amqp, AmqpConfig};
+use mev_adapter::transport::Topology as _;
 use mev_adapter::{Adapter, AdapterConfig, IncomingRequest, NoHandler, OutgoingRequest, ReplyBody};
 use mev_broker::pipeline::{Batching, Context};
 use mev_broker::register::Register;

@@ -244,6 +244,9 @@ impl Topology for Flaky {
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, TransportError> {
         self.inner.queue_depth(queue).await
     }
+    async fn delete_topology(&self, agencies: &[String]) -> Result<(), TransportError> {
+        self.inner.delete_topology(agencies).await
+    }
 }
 
 #[tokio::test]

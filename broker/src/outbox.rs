@@ -183,6 +183,9 @@ mod tests {
         async fn queue_depth(&self, _queue: &str) -> Result<QueueDepth, TransportError> {
             Err(TransportError::Other("no queues here".into()))
         }
+        async fn delete_topology(&self, _agencies: &[String]) -> Result<(), TransportError> {
+            Ok(())
+        }
     }
 
     fn enqueue(store: &Store, to: &str, id: &str) {

@@ -325,27 +325,6 @@ impl Amqp {
         Ok(())
     }
 
-    /// Deletes the queues and exchanges of this namespace for `agencies`
-    /// (test clean-up and decommissioning).
-    pub async fn delete_topology(&self, agencies: &[String]) -> Result<(), TransportError> {
-        let live = self.live().await?;
-        let ch = live.connection.create_channel().await.map_err(map_err)?;
-        let mut queues = vec![self.names.ingress_queue()];
-        queues.extend(agencies.iter().map(|a| self.names.inbox_queue(a)));
-        for q in queues {
-            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await
-                .map_err(map_err)?;
-        }
-        for x in [self.names.ingress_exchange(), self.names.deliver_exchange()] {
-            ch.exchange_delete(x.as_str().into(), Default::default())
-                .await
-                .map_err(map_err)?;
-        }
-        let _ = ch.close(200, "deleted".into()).await;
-        Ok(())
-    }
-
     fn address(&self, route: &Route) -> (String, String) {
         match route {
             Route::Ingress => (self.names.ingress_exchange(), String::new()),
@@ -635,5 +614,23 @@ impl Topology for Amqp {
             messages: q.message_count(),
             consumers: q.consumer_count(),
         })
+    }
+    async fn delete_topology(&self, agencies: &[String]) -> Result<(), TransportError> {
+        let live = self.live().await?;
+        let ch = live.connection.create_channel().await.map_err(map_err)?;
+        let mut queues = vec![self.names.ingress_queue()];
+        queues.extend(agencies.iter().map(|a| self.names.inbox_queue(a)));
+        for q in queues {
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(map_err)?;
+        }
+        for x in [self.names.ingress_exchange(), self.names.deliver_exchange()] {
+            ch.exchange_delete(x.as_str().into(), Default::default())
+                .await
+                .map_err(map_err)?;
+        }
+        let _ = ch.close(200, "deleted".into()).await;
+        Ok(())
     }
 }

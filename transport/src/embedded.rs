@@ -224,6 +224,19 @@ impl Topology for Embedded {
             consumers: st.consumers,
         })
     }
+    async fn delete_topology(&self, agencies: &[String]) -> Result<(), TransportError> {
+        let mut queues = vec![self.names.ingress_queue()];
+        queues.extend(agencies.iter().map(|a| self.names.inbox_queue(a)));
+        let exchanges = [self.names.ingress_exchange(), self.names.deliver_exchange()];
+        let mut hub = self.hub();
+        for q in &queues {
+            hub.queues.remove(q);
+        }
+        hub.bindings.retain(|(exchange, _), queue| {
+            !exchanges.contains(exchange) && !queues.contains(queue)
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +249,22 @@ mod tests {
             body: body.into(),
             message_id: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topology_has_no_queues_and_routes_nothing() {
+        let t = Embedded::new("t");
+        t.declare_ingress().await.unwrap();
+        t.declare_inbox("A").await.unwrap();
+        assert_eq!(t.queue_depth("t.inbox.A").await.unwrap().messages, 0);
+        t.delete_topology(&["A".to_string()]).await.unwrap();
+        assert!(matches!(
+            t.queue_depth("t.inbox.A").await,
+            Err(TransportError::NoSuchQueue(_))
+        ));
+        assert!(t.queue_depth("t.ingress").await.is_err());
+        let r = t.publish(msg(Route::Inbox("A".into()), b"x")).await;
+        assert!(matches!(r, Err(TransportError::Unroutable(_))), "{r:?}");
     }
 
     #[tokio::test]

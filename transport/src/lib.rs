@@ -299,6 +299,12 @@ pub trait Topology: Transport {
         &self,
         queue: &str,
     ) -> impl Future<Output = Result<QueueDepth, TransportError>> + Send;
+    /// Deletes the ingress, the inboxes of `agencies` and the exchanges of
+    /// this namespace (test clean-up, decommissioning a deployment).
+    fn delete_topology(
+        &self,
+        agencies: &[String],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
 #[cfg(test)]

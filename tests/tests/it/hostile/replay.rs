@@ -1,6 +1,7 @@
 //! Timestamps and replays: a broker with a manual clock and a clock-skew limit.
 
 use super::*;
+use mev_adapter::transport::Topology as _;
 use mev_broker::store::prelude::*;
 
 /// `Exchange` always runs the broker with `max_clock_skew: None` and the
