@@ -359,6 +359,23 @@ async fn concurrent_sends_are_group_committed() {
     a.shutdown().await;
 }
 
+/// A handler that records the message id of each request it is given and
+/// answers it with insufficient data.
+fn recording_handler() -> (
+    Arc<Mutex<Vec<String>>>,
+    impl Fn(IncomingRequest) -> std::future::Ready<ReplyBody> + Clone + Send + Sync + 'static,
+) {
+    let handled = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = handled.clone();
+    let handler = move |req: IncomingRequest| {
+        seen.lock().unwrap().push(req.header.message_id.clone());
+        std::future::ready(ReplyBody::InsufficientData {
+            missing: vec!["x".into()],
+        })
+    };
+    (handled, handler)
+}
+
 #[tokio::test]
 async fn a_redelivered_request_is_handled_once_across_restarts() {
     let pki = Pki::new();
@@ -368,16 +385,7 @@ async fn a_redelivered_request_is_handled_once_across_restarts() {
     t.declare_inbox("B").await.unwrap();
     let requester = pki.identity("A");
     let config = pki.config("B", Some(dir.path()));
-    let handled = Arc::new(Mutex::new(Vec::<String>::new()));
-    let handler = {
-        let handled = handled.clone();
-        move |req: IncomingRequest| {
-            handled.lock().unwrap().push(req.header.message_id.clone());
-            std::future::ready(ReplyBody::InsufficientData {
-                missing: vec!["x".into()],
-            })
-        }
-    };
+    let (handled, handler) = recording_handler();
     let mut ingress = t.consume("t.ingress", 16).await.unwrap();
     let b = Adapter::connect(t.clone(), config.clone(), Some(handler.clone()))
         .await
@@ -608,16 +616,7 @@ async fn a_failed_store_stops_the_inbox_and_fails_sends_without_retrying() {
     t.declare_inbox("B").await.unwrap();
     let requester = pki.identity("A");
     let config = pki.config("B", Some(dir.path()));
-    let handled = Arc::new(Mutex::new(Vec::<String>::new()));
-    let handler = {
-        let handled = handled.clone();
-        move |req: IncomingRequest| {
-            handled.lock().unwrap().push(req.header.message_id.clone());
-            std::future::ready(ReplyBody::InsufficientData {
-                missing: vec!["x".into()],
-            })
-        }
-    };
+    let (handled, handler) = recording_handler();
     let mut ingress = t.consume("f.ingress", 16).await.unwrap();
     let b = Adapter::connect(t.clone(), config.clone(), Some(handler.clone()))
         .await
