@@ -141,111 +141,8 @@ const HEADER: usize = 16;
 const PUT: u8 = 1;
 const DEL: u8 = 2;
 
-/// A failure of the log or the database behind it.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("database: {0}")]
-    Redb(#[from] redb::Error),
-    #[error("redo log {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The log holds a record the database cannot apply (a table this
-    /// version does not know, or a gap in the sequence): refusing to open is
-    /// safer than guessing.
-    #[error("redo log {path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-    /// An earlier write, sync or commit failed (the reason follows); every
-    /// commit fails until the database is reopened (its replay settles what
-    /// reached the disk).
-    #[error("the redo log {0} is poisoned by an earlier failure ({1}); reopen the database")]
-    Poisoned(PathBuf, String),
-    /// The log was written by another version of mev (or before logs had a
-    /// header) and holds records this version must not read; the message
-    /// says what to do.
-    #[error("redo log {path}: {reason}")]
-    Version { path: PathBuf, reason: String },
-}
-
-impl Error {
-    /// Whether this failure leaves the store unusable until it is reopened
-    /// (a poisoned log, an I/O failure of the log or of redb): retrying
-    /// cannot succeed, and the owner should stop.
-    pub fn is_fatal(&self) -> bool {
-        match self {
-            Error::Poisoned(..) | Error::Io { .. } => true,
-            Error::Redb(e) => is_fatal_redb(e),
-            Error::Corrupt { .. } | Error::Version { .. } => false,
-        }
-    }
-}
-
-/// redb's I/O failures: redb latches them (`PreviousIo` after the first).
-fn is_fatal_redb(e: &redb::Error) -> bool {
-    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
-}
-
-/// Called once, with the reason, when a store's log is poisoned.
-pub type FailureHook = Box<dyn Fn(&str) + Send + Sync>;
-
-/// What async tasks wait on to learn that a [`Db`] failed: a watch fed by
-/// [`Db::on_failure`].
-pub struct FailureWatch(std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>);
-
-impl FailureWatch {
-    /// Watches `db` (replaces its failure hook).
-    pub fn of(db: &Db) -> FailureWatch {
-        let sender = std::sync::Arc::new(tokio::sync::watch::Sender::new(None));
-        let tell = sender.clone();
-        db.on_failure(Box::new(move |reason| {
-            tell.send_replace(Some(reason.to_string()));
-        }));
-        FailureWatch(sender)
-    }
-
-    /// Resolves, with the reason, once the database has failed (never for
-    /// one that does not).
-    pub async fn failed(&self) -> String {
-        let mut rx = self.0.subscribe();
-        let reason = rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|r| r.clone().unwrap_or_default());
-        match reason {
-            Ok(r) => r,
-            // The sender lives as long as the watch.
-            Err(_) => std::future::pending().await,
-        }
-    }
-}
-
-/// `From` each of redb's error types for `$target`, through `$via`, a
-/// function of [`redb::Error`].
-#[macro_export]
-macro_rules! from_redb_errors {
-    ($target:ty, $via:path) => {
-        $crate::from_redb_errors!(@each $target, $via;
-            $crate::engine::DatabaseError,
-            $crate::engine::TransactionError,
-            $crate::engine::TableError,
-            $crate::engine::StorageError,
-            $crate::engine::CommitError,
-            $crate::engine::SetDurabilityError
-        );
-    };
-    (@each $target:ty, $via:path; $($t:ty),*) => {$(
-        impl From<$t> for $target {
-            fn from(e: $t) -> Self {
-                $via(e.into())
-            }
-        }
-    )*};
-}
-pub use from_redb_errors;
-from_redb_errors!(Error, Error::Redb);
+use failure::is_fatal_redb;
+pub use failure::{Error, FailureHook, FailureWatch};
 
 /// A table a log may name: how to apply a recorded write to it. Every table
 /// a [`Db`] writes must be in the list given to [`Db::open`].
@@ -664,90 +561,6 @@ impl Db {
 // last checkpoint, and the next open replays them onto that state, which is
 // idempotent.
 
-fn file_header() -> [u8; FILE_HEADER as usize] {
-    let mut h = [0u8; FILE_HEADER as usize];
-    h[..8].copy_from_slice(&MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[12..].copy_from_slice(&KEY_ENCODING.to_le_bytes());
-    h
-}
-
-/// What to do with a log of another version.
-const STOP_CLEANLY: &str = "open it with the version of mev that wrote it and stop that \
-     cleanly (a clean stop empties the log into the database), then start this version";
-
-/// Reads the log's header: true if the file is a log of this version (its
-/// records follow the header); false if it holds nothing to replay (a new,
-/// empty file, a header torn at creation, or a log of the version before
-/// headers whose records the database already covers: the replay of that
-/// version would apply nothing, so the database alone is the whole state and
-/// the log may be rewritten in this format). Refuses anything else: another
-/// format or key encoding, a header-less log with records to replay, or a
-/// file that is neither.
-fn check_header(path: &Path, file: &File, size: u64, applied: u64) -> Result<bool, Error> {
-    let refuse = |reason: String| Error::Version {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if size < FILE_HEADER {
-        // No record (16 bytes of header at least) can be whole in it.
-        return Ok(false);
-    }
-    let mut h = [0u8; FILE_HEADER as usize];
-    file.read_exact_at(&mut h, 0).map_err(io)?;
-    let word = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
-    if h[..8] == MAGIC {
-        let (format, keys) = (word(8), word(12));
-        if format != FORMAT_VERSION {
-            return Err(refuse(format!(
-                "written in log format {format}, this version of mev reads format \
-                 {FORMAT_VERSION}: {STOP_CLEANLY}"
-            )));
-        }
-        if keys != KEY_ENCODING {
-            return Err(refuse(format!(
-                "its records use key encoding {keys}, this version of mev uses \
-                 {KEY_ENCODING}: {STOP_CLEANLY}"
-            )));
-        }
-        return Ok(true);
-    }
-    if h == [0u8; FILE_HEADER as usize] {
-        return Ok(false); // zeros: the earlier format's grown, unwritten file
-    }
-    // The format before headers: a record header at offset 0.
-    let len = u64::from(word(0));
-    let lsn = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
-    let sum = word(12);
-    let whole = len <= size - FILE_HEADER && {
-        let mut payload = vec![0u8; len as usize];
-        file.read_exact_at(&mut payload, FILE_HEADER).map_err(io)?;
-        checksum(lsn, &payload) == sum
-    };
-    if !whole {
-        return Err(refuse(format!(
-            "not a redo log of this version (no header {:?}) nor one of an earlier \
-             version; if an earlier mev wrote it, {STOP_CLEANLY}",
-            String::from_utf8_lossy(&MAGIC).trim_end()
-        )));
-    }
-    if lsn > applied {
-        return Err(refuse(format!(
-            "written by an earlier version of mev (a log without a header) and holds \
-             records from {lsn} on that the database does not: {STOP_CLEANLY}"
-        )));
-    }
-    tracing::info!(
-        log = %path.display(),
-        "a redo log of the earlier format with nothing to replay; rewritten in format {FORMAT_VERSION}"
-    );
-    Ok(false)
-}
-
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
@@ -912,7 +725,11 @@ impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Table<'t, K, 
     }
 }
 
+mod failure;
+mod header;
 mod replay;
+
+use header::{check_header, file_header};
 use replay::replay;
 
 #[cfg(test)]
