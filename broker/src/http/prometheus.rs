@@ -35,6 +35,21 @@ struct Family<'a, 'b> {
 type Fmt = Result<(), std::fmt::Error>;
 
 impl Family<'_, '_> {
+    /// A family of `kind` with one sample per label set.
+    fn labelled<'l, M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (Vec<(&'l str, String)>, M)>,
+    ) -> Fmt {
+        let mut family = self.encoder.encode_descriptor(name, help, None, kind)?;
+        for (labels, metric) in samples {
+            metric.encode(family.encode_family(&escaped(labels))?)?;
+        }
+        Ok(())
+    }
+
     /// A counter family with one sample per label set; `name` without `_total`.
     fn counters<'l>(
         &mut self,
@@ -42,13 +57,8 @@ impl Family<'_, '_> {
         help: &str,
         samples: impl IntoIterator<Item = (Vec<(&'l str, String)>, u64)>,
     ) -> Fmt {
-        let mut family = self
-            .encoder
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, n) in samples {
-            ConstCounter::new(n).encode(family.encode_family(&escaped(labels))?)?;
-        }
-        Ok(())
+        let samples = samples.into_iter().map(|(l, n)| (l, ConstCounter::new(n)));
+        self.labelled(name, help, MetricType::Counter, samples)
     }
 
     /// A gauge family with one sample per label set.
@@ -58,13 +68,8 @@ impl Family<'_, '_> {
         help: &str,
         samples: impl IntoIterator<Item = (Vec<(&'l str, String)>, i64)>,
     ) -> Fmt {
-        let mut family = self
-            .encoder
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, n) in samples {
-            ConstGauge::new(n).encode(family.encode_family(&escaped(labels))?)?;
-        }
-        Ok(())
+        let samples = samples.into_iter().map(|(l, n)| (l, ConstGauge::new(n)));
+        self.labelled(name, help, MetricType::Gauge, samples)
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: i64) -> Fmt {
