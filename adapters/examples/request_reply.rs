@@ -150,6 +150,7 @@ async fn exchange(
         official: Official {
             full_name: "Rahimova Nodira".into(),
             position: "Chief specialist, public service centre".into(),
+            id: String::new(),
         },
         applicant: Applicant {
             id_number: "31203850000001".into(),

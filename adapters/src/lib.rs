@@ -166,6 +166,7 @@ impl AdapterConfig {
             official: pb::Official {
                 full_name: "Automated information system".into(),
                 position: "system".into(),
+                id: String::new(),
             },
             data_dir: None,
             shutdown_flush: Duration::from_secs(5),

@@ -125,6 +125,7 @@ fn official() -> pb::Official {
     pb::Official {
         full_name: "Test Official".into(),
         position: "tester".into(),
+        id: String::new(),
     }
 }
 

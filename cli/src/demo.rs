@@ -166,6 +166,7 @@ pub fn sample_request(
         official: Official {
             full_name: "Rahimova Nodira".into(),
             position: "Chief specialist, public service centre".into(),
+            id: String::new(),
         },
         applicant: Applicant {
             id_number: format!("{:014}", 31_203_850_000_000u64 + i),

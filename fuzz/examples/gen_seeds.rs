@@ -67,6 +67,7 @@ fn official() -> Option<Official> {
     Some(Official {
         full_name: "Fuzz Official".into(),
         position: "Tester".into(),
+        id: String::new(),
     })
 }
 

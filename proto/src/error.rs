@@ -24,6 +24,11 @@ pub enum ErrorCode {
     MissingField = 110,
     /// A field is present but invalid.
     InvalidField = 111,
+    /// A message id or `in_reply_to` that is not a canonical lowercase UUID
+    /// (version 4 or 7, hyphenated, no braces): ids are compared as UUIDs.
+    NonCanonicalId = 112,
+    /// A header field only the exchange may set (`replay`) came from an agency.
+    ReservedField = 113,
     /// The message exceeds the maximum size.
     TooLarge = 120,
     /// A repeated field has more items than allowed.
@@ -48,6 +53,14 @@ pub enum ErrorCode {
     CertificateUsage = 207,
     /// No certificate was supplied.
     MissingCertificate = 208,
+    /// The signer is not a currently authorised official of the sending
+    /// agency in the register (UZ annex 2 §13, §14 item 7; KZ §11).
+    OfficialNotAuthorised = 209,
+    /// `header.official` names another official than the one who signed.
+    OfficialMismatch = 210,
+    /// The sender is not the agency of the RabbitMQ account that published
+    /// the message (AMQP `user_id`).
+    SenderNotAccount = 211,
     /// No service with that registry number.
     UnknownService = 300,
     /// The service is abolished (UZ annex 1 §16).
@@ -62,6 +75,12 @@ pub enum ErrorCode {
     UnknownAgency = 305,
     /// Classified material may not travel through the exchange (UZ annex 2 §19).
     ClassifiedMaterial = 310,
+    /// `header.deadline_policy` names another policy than the one approved
+    /// for this interaction (Tatarstan §2.7).
+    DeadlinePolicyNotApproved = 311,
+    /// The reply deadline cannot be computed: no working-day calendar of the
+    /// provider's jurisdiction covers the date (the register must be updated).
+    NoCalendar = 312,
     /// The same message id was seen with different contents.
     DuplicateConflict = 400,
     /// A reply to a request the exchange does not know or has closed.
@@ -74,6 +93,9 @@ pub enum ErrorCode {
     RateLimited = 410,
     /// The message kind may not be sent by an agency.
     KindNotAllowed = 420,
+    /// The publishing RabbitMQ account is not mapped to an agency and the
+    /// message bears no verifiable signature: nobody to answer (journal only).
+    Unattributed = 430,
     /// The exchange failed internally; the message may be resent.
     Internal = 500,
 }
@@ -87,6 +109,8 @@ impl ErrorCode {
         ErrorCode::PayloadDigestMismatch,
         ErrorCode::MissingField,
         ErrorCode::InvalidField,
+        ErrorCode::NonCanonicalId,
+        ErrorCode::ReservedField,
         ErrorCode::TooLarge,
         ErrorCode::TooManyItems,
         ErrorCode::StaleTimestamp,
@@ -99,6 +123,9 @@ impl ErrorCode {
         ErrorCode::CertificateAgencyMismatch,
         ErrorCode::CertificateUsage,
         ErrorCode::MissingCertificate,
+        ErrorCode::OfficialNotAuthorised,
+        ErrorCode::OfficialMismatch,
+        ErrorCode::SenderNotAccount,
         ErrorCode::UnknownService,
         ErrorCode::ServiceAbolished,
         ErrorCode::WrongRecipient,
@@ -106,12 +133,15 @@ impl ErrorCode {
         ErrorCode::SchemaMismatch,
         ErrorCode::UnknownAgency,
         ErrorCode::ClassifiedMaterial,
+        ErrorCode::DeadlinePolicyNotApproved,
+        ErrorCode::NoCalendar,
         ErrorCode::DuplicateConflict,
         ErrorCode::UnknownRequest,
         ErrorCode::ReplyFromWrongAgency,
         ErrorCode::Duplicate,
         ErrorCode::RateLimited,
         ErrorCode::KindNotAllowed,
+        ErrorCode::Unattributed,
         ErrorCode::Internal,
     ];
 
@@ -134,6 +164,8 @@ impl ErrorCode {
             ErrorCode::PayloadDigestMismatch => "payload_digest_mismatch",
             ErrorCode::MissingField => "missing_field",
             ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::NonCanonicalId => "non_canonical_id",
+            ErrorCode::ReservedField => "reserved_field",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::TooManyItems => "too_many_items",
             ErrorCode::StaleTimestamp => "stale_timestamp",
@@ -146,6 +178,9 @@ impl ErrorCode {
             ErrorCode::CertificateAgencyMismatch => "certificate_agency_mismatch",
             ErrorCode::CertificateUsage => "certificate_usage",
             ErrorCode::MissingCertificate => "missing_certificate",
+            ErrorCode::OfficialNotAuthorised => "official_not_authorised",
+            ErrorCode::OfficialMismatch => "official_mismatch",
+            ErrorCode::SenderNotAccount => "sender_not_account",
             ErrorCode::UnknownService => "unknown_service",
             ErrorCode::ServiceAbolished => "service_abolished",
             ErrorCode::WrongRecipient => "wrong_recipient",
@@ -153,12 +188,15 @@ impl ErrorCode {
             ErrorCode::SchemaMismatch => "schema_mismatch",
             ErrorCode::UnknownAgency => "unknown_agency",
             ErrorCode::ClassifiedMaterial => "classified_material",
+            ErrorCode::DeadlinePolicyNotApproved => "deadline_policy_not_approved",
+            ErrorCode::NoCalendar => "no_calendar",
             ErrorCode::DuplicateConflict => "duplicate_conflict",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::ReplyFromWrongAgency => "reply_from_wrong_agency",
             ErrorCode::Duplicate => "duplicate",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::KindNotAllowed => "kind_not_allowed",
+            ErrorCode::Unattributed => "unattributed",
             ErrorCode::Internal => "internal",
         }
     }

@@ -298,6 +298,7 @@ mod tests {
             official: Some(Official {
                 full_name: "Karimova Dilnoza".into(),
                 position: "Chief specialist".into(),
+                id: String::new(),
             }),
             applicant: Some(Applicant {
                 id_number: "31203851234567".into(),
@@ -332,6 +333,7 @@ mod tests {
             official: Some(Official {
                 full_name: "Tursunov Akmal".into(),
                 position: "Inspector".into(),
+                id: String::new(),
             }),
             payload_schema: "mev.payloads.v1.TaxDebtReply".into(),
             classification: Classification::PersonalData as i32,

@@ -599,6 +599,7 @@ pub fn official() -> Official {
     Official {
         full_name: "Rahimova Nodira".into(),
         position: "Chief specialist, public service centre".into(),
+        id: String::new(),
     }
 }
 

@@ -75,6 +75,7 @@ fn header() -> impl Strategy<Value = Header> {
             official: official.map(|(full_name, position)| Official {
                 full_name,
                 position,
+                id: String::new(),
             }),
             documents: documents
                 .into_iter()
